@@ -1,0 +1,48 @@
+"""`python -m harness VERB ...`: each verb is a module in harness/commands/.
+
+A command module defines NAME, HELP, add_arguments(parser) and main(args)
+returning an exit code. HarnessError subclasses become one line on stderr
+and their exit code (2 bad input, 3 preflight refusal, 1 failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from harness.errors import HarnessError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other bad input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import harness.commands as commands
+
+    parser = _Parser(prog="python -m harness", description="Optimizer benchmarking harness")
+    sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"harness.commands.{info.name}")
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

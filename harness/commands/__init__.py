@@ -1,0 +1,1 @@
+"""CLI verbs; each module here is one `python -m harness VERB`."""

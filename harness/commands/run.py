@@ -1,0 +1,66 @@
+"""`run`: one optimizer on one problem, recorded in the run store."""
+
+from __future__ import annotations
+
+import sys
+
+from harness.commands._common import (
+    add_budget_arguments, add_device_argument, add_set_argument, budget_from_args,
+)
+
+NAME = "run"
+HELP = "run one optimizer on one problem and record it under --runs-dir"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--optimizer", help="optimizer name (see `list optimizers`)")
+    p.add_argument("--problem", help="problem name (see `list problems`)")
+    p.add_argument("--seed", type=int, default=0)
+    add_budget_arguments(p)
+    add_set_argument(p)
+    p.add_argument("--runs-dir", default="runs", help="where run directories go (default runs/)")
+    add_device_argument(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stored run from its checkpoint")
+    p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="checkpoint every K steps (0 = never; default 100)")
+    p.add_argument("--run-id", help="name of the run directory (default: generated)")
+    p.add_argument("--force", action="store_true",
+                   help="skip the memory preflight (run even if the plan says it will not fit)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    from harness import runner
+    from harness.errors import UsageError
+    from harness.params import parse_set_args
+
+    budget = budget_from_args(args, default_steps=None)
+    if args.resume:
+        run_dir, summary = runner.resume(args.resume, budget, progress=not args.no_progress,
+                                         force=args.force)
+    else:
+        if not args.optimizer or not args.problem:
+            raise UsageError("run needs --optimizer NAME and --problem NAME (or --resume RUN_DIR)")
+        spec = runner.RunSpec(
+            optimizer=args.optimizer, problem=args.problem, seed=args.seed,
+            budget=budget or runner.Budget(steps=100), overrides=parse_set_args(args.set),
+            device=args.device, eval_every=args.eval_every,
+            checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
+            force=args.force,
+        )
+        run_dir, summary = runner.run(spec, progress=not args.no_progress)
+    metric = summary.get("final_metric")
+    metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
+    loss = summary.get("final_loss")
+    loss_txt = f"final_loss={loss:.6g}" if isinstance(loss, float) else ""
+    print(f"{summary['status']}: {summary['optimizer']} on {summary['problem']} seed={summary['seed']} "
+          f"steps={summary['steps']} evals={summary['evals']} {loss_txt} {metric_txt} "
+          f"wall={summary['wall_clock_s']:.1f}s peak_mem={summary['peak_memory_bytes'] / 2**20:.0f}MiB "
+          f"-> {run_dir}")
+    if summary["status"] == "failed":
+        print(f"error: run failed: {summary['reason']}", file=sys.stderr)
+        return 1
+    if summary["status"] == "interrupted":
+        return 130
+    return 0

@@ -1,0 +1,125 @@
+"""Base classes of the three problem kinds (see DESIGN.md, "Problem kinds").
+
+A problem is constructed cheaply from its hyperparameters (`check` validates
+inputs without allocating), then `build` allocates models and data on the
+device. Everything an optimizer needs from a problem goes through these
+methods, so an optimizer of a kind works on every problem of that kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.params import Param
+from harness.seeding import derive_seed
+
+
+class Problem:
+    KINDS: tuple[str, ...] = ()
+    PARAMS: dict[str, Param] = {}
+    METRIC = "metric"              # name of the eval metric
+    METRIC_HIGHER_IS_BETTER = True
+    EVAL_EVERY = 10                # default eval interval, in steps
+    # Per-optimizer defaults this problem recommends, e.g. {"adam": {"lr": 3e-3}};
+    # applied before --set, recorded in config.json like every other default.
+    OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+    def __init__(self, name: str, hparams: dict[str, Any], seed: int):
+        self.name = name
+        self.hp = hparams
+        self.seed = seed
+        self.device = torch.device("cpu")
+
+    # -- lifecycle -----------------------------------------------------------
+    def check(self) -> None:
+        """Validate inputs without allocating (raise UsageError); default: nothing."""
+
+    def build(self, device: torch.device) -> None:
+        self.device = device
+
+    def evaluate(self, solution: Any = None) -> dict[str, float]:
+        """Eval metrics of the optimizer's current solution; must include 'metric'."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def param_count(self) -> int | None:
+        """Parameters of the model, if the problem has one (without allocating)."""
+        return None
+
+
+class WeightsProblem(Problem):
+    """A torch module, a deterministic batch stream, a loss, an eval metric."""
+
+    KINDS = ("weights",)
+    model: torch.nn.Module
+
+    def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The tensors weight-space optimizers change (in a fixed order)."""
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def batch(self, step: int) -> Any:
+        """The training batch of one step; a pure function of (problem seed, step)."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """Mean loss of self.model on batch (scalar tensor, differentiable)."""
+        raise NotImplementedError
+
+    def meta_model(self) -> torch.nn.Module | None:
+        """The model as build() would make it (shapes, dtypes, trainable flags) on the
+        meta device, allocating nothing; used by the memory planner. None: not plannable."""
+        return None
+
+    def example_batch(self, device: torch.device) -> Any:
+        """One micro-batch shaped as loss() sees it, on `device` (meta for planning);
+        its content does not matter, only shapes and dtypes."""
+        raise NotImplementedError
+
+    def batch_generator(self, step: int) -> torch.Generator:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(derive_seed(self.seed, "batch", step))
+        return g
+
+    def state_dict(self) -> dict:
+        # No clone: the checkpoint is written before the next step changes the weights,
+        # and a clone of CPU weights would double the run's peak memory at every checkpoint.
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+
+    def param_count(self) -> int | None:
+        model = getattr(self, "model", None)
+        return sum(p.numel() for p in model.parameters()) if model is not None else None
+
+
+class SearchSpaceProblem(Problem):
+    """A typed space and objective(config) -> float to minimise."""
+
+    KINDS = ("search-space",)
+    OPTIMUM: float | None = None    # known optimal objective value, if any
+    EVAL_EVERY = 1
+
+    space: "Space"  # noqa: F821  (harness.space.Space)
+
+    def objective(self, config: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, solution: Any = None) -> dict[str, float]:
+        """Default: the metric is the objective of the best configuration."""
+        if solution is None:
+            return {}
+        return {"metric": float(self.objective(solution))}
+
+
+class PruningProblem(Problem):
+    """A trained model, a sparsity target and score(masks) -> metric."""
+
+    KINDS = ("pruning",)

@@ -1,0 +1,1 @@
+"""Optimizer adapters; each module registers its optimizer(s) on import."""

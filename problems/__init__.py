@@ -1,0 +1,1 @@
+"""Problem families; each module registers its named problems on import."""

@@ -1,0 +1,84 @@
+"""Bad input: one clear line, exit 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UsageError
+from harness.params import Param, parse_set_args, resolve
+
+
+def _one_error_line(proc) -> str:
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unknown_optimizer_names_it_and_suggests(cli, tmp_path):
+    proc = cli("run", "--optimizer", "nosuch", "--problem", "digits-mlp", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "'nosuch'" in line and "did you mean" in line and "adam" in line
+    assert not any(tmp_path.iterdir()), "bad input must not leave a run directory"
+
+
+def test_unknown_problem_suggests_close_names(cli, tmp_path):
+    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-11", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "'sphere-11'" in line and "sphere-10" in line
+
+
+def test_incompatible_pair_names_both_kinds(cli, tmp_path):
+    proc = cli("run", "--optimizer", "random", "--problem", "digits-mlp", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "search-space" in line and "weights" in line and "'random'" in line and "'digits-mlp'" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_set_key_lists_valid_keys(cli, tmp_path):
+    proc = cli("run", "--optimizer", "adam", "--problem", "digits-mlp", "--set", "lrate=0.1",
+               "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "'lrate'" in line and "lr" in line and "batch_size" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_set_value_type_names_key_and_type(cli, tmp_path):
+    proc = cli("run", "--optimizer", "adam", "--problem", "digits-mlp", "--set", "hidden=wide",
+               "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "hidden" in line and "'wide'" in line and "int" in line
+
+
+def test_non_positive_budget_is_rejected(cli, tmp_path):
+    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-2", "--steps", "0", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "budget must be positive" in proc.stderr
+
+
+def test_resume_of_a_non_run_directory(cli, tmp_path):
+    proc = cli("run", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "no config.json" in proc.stderr
+
+
+def test_param_parsing_and_bounds():
+    schema = {"n": Param(3, int, low=1), "flag": Param(False, bool), "mode": Param("a", str, choices=("a", "b"))}
+    assert resolve(schema, {"n": "7", "flag": "yes"}, "x") == {"n": 7, "flag": True, "mode": "a"}
+    with pytest.raises(UsageError, match="must be >= 1"):
+        resolve(schema, {"n": "0"}, "x")
+    with pytest.raises(UsageError, match="one of a, b"):
+        resolve(schema, {"mode": "c"}, "x")
+    with pytest.raises(UsageError, match="expected key=value"):
+        parse_set_args(["novalue"])
+
+
+def test_list_shows_kinds_and_param_counts(cli):
+    proc = cli("list", "problems")
+    assert proc.returncode == 0, proc.stderr
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("digits-mlp "))
+    assert "weights" in row and "(4,810)" in row
+    proc = cli("list", "optimizers")
+    assert any(l.startswith("cma ") and "search-space,weights" in l for l in proc.stdout.splitlines())

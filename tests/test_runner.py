@@ -1,0 +1,142 @@
+"""The run loop end to end: quality, run-store format, resume, divergence."""
+
+import json
+import math
+
+import cma
+import numpy as np
+import pytest
+import torch
+
+from conftest import load_jsonl, only_run_dir, without_time
+from harness import registry, store
+from harness.problem import WeightsProblem
+from harness.runner import SUMMARY_KEYS, Budget, RunSpec, run
+from optimizers.cmaes import initial_point, pycma_seed
+from problems.functions import FunctionProblem
+
+
+def test_adam_digits_reaches_f1_095_and_writes_the_run_store(cli, tmp_path):
+    proc = cli("run", "--optimizer", "adam", "--problem", "digits-mlp", "--steps", "300",
+               "--runs-dir", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    summary = store.read_json(run_dir / "summary.json")
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["status"] == "ok" and summary["reason"] is None
+    assert summary["final_metric"] >= 0.95
+    assert summary["steps"] == 300 and summary["evals"] == 300
+    assert summary["peak_memory_bytes"] > 50 * 2**20  # RSS of a process with torch loaded
+    cfg = store.read_json(run_dir / "config.json")
+    assert cfg["optimizer_params"]["lr"] == 3e-3      # the problem's recommended default, recorded
+    assert cfg["problem_params"]["hidden"] == 64 and cfg["budget"]["steps"] == 300
+    env = store.read_json(run_dir / "env.json")
+    assert env["torch"] == torch.__version__ and env["python"]
+    records = load_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(301))
+    assert records[0]["loss"] is None and "metric" in records[0]       # initial evaluation
+    assert all({"step", "evals", "time_s", "loss"} <= set(r) for r in records)
+    assert sum("metric" in r for r in records) == 1 + 300 // 25
+    times = [r["time_s"] for r in records]
+    assert times == sorted(times)
+
+
+def test_cma_on_sphere_matches_plain_pycma_and_converges(tmp_path):
+    """The adapter is pycma: same seed and settings give the same generations."""
+    run_dir, summary = run(RunSpec(optimizer="cma", problem="sphere-10", seed=3,
+                                   budget=Budget(evals=5000), runs_dir=str(tmp_path),
+                                   checkpoint_every=0), progress=False)
+    assert summary["status"] == "ok" and summary["best_loss"] < 1e-8 and summary["evals"] <= 5000
+    records = load_jsonl(run_dir / "metrics.jsonl")[1:]
+
+    problem = FunctionProblem("sphere-10", {}, 3, function="sphere", dim=10)
+    lo, hi = problem.space.bounds()
+    es = cma.CMAEvolutionStrategy(initial_point(problem.space, 3), 0.3, {
+        "seed": pycma_seed(3), "verbose": -9, "bounds": [list(lo), list(hi)], "CMA_stds": list(hi - lo)})
+    for rec in records:
+        xs = es.ask()
+        values = [problem.objective_vector(x) for x in xs]
+        es.tell(xs, values)
+        assert rec["loss"] == min(values) and rec["sigma"] == es.sigma
+    assert summary["best_loss"] == es.result.fbest
+
+
+def test_resume_after_hard_kill_gives_identical_metrics(cli, tmp_path):
+    args = ["run", "--optimizer", "cma", "--problem", "digits-mlp", "--steps", "12", "--checkpoint-every", "4",
+            "--eval-every", "3", "--set", "popsize=8", "--no-progress"]
+    full = cli(*args, "--runs-dir", str(tmp_path / "a"))
+    assert full.returncode == 0, full.stderr
+    killed = cli(*args, "--runs-dir", str(tmp_path / "b"), env={"HARNESS_TEST_KILL_AT_STEP": "10"})
+    assert killed.returncode == 137
+    run_b = only_run_dir(tmp_path / "b")
+    assert store.read_json(run_b / "summary.json")["status"] == "running"
+    assert len(load_jsonl(run_b / "metrics.jsonl")) == 11     # steps 0..10 written before the kill
+    resumed = cli("run", "--resume", str(run_b), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    run_a = only_run_dir(tmp_path / "a")
+    assert without_time(load_jsonl(run_b / "metrics.jsonl")) == without_time(load_jsonl(run_a / "metrics.jsonl"))
+    sa, sb = (store.read_json(d / "summary.json") for d in (run_a, run_b))
+    assert sb["status"] == "ok" and sb["final_loss"] == sa["final_loss"] and sb["final_metric"] == sa["final_metric"]
+
+
+class _ExplodingProblem(WeightsProblem):
+    """A weights problem whose loss turns NaN after a few steps of Adam."""
+
+    METRIC = "w"
+
+    def build(self, device):
+        super().build(device)
+        self.model = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.constant_(self.model.weight, 1.0)
+
+    def batch(self, step):
+        return step
+
+    def loss(self, batch):
+        w = self.model.weight.sum()
+        return w * 0 + (float("nan") if batch >= 3 else 1.0) + w
+
+    def evaluate(self, solution=None):
+        return {"metric": float(self.model.weight.detach().sum())}
+
+
+def test_nan_loss_ends_run_as_diverged(tmp_path, monkeypatch):
+    registry.load_all()
+    monkeypatch.setitem(registry.PROBLEMS, "exploding",
+                        registry.Entry("exploding", _ExplodingProblem, ("weights",), "test"))
+    run_dir, summary = run(RunSpec(optimizer="adam", problem="exploding", budget=Budget(steps=50),
+                                   runs_dir=str(tmp_path)), progress=False)
+    assert summary["status"] == "diverged" and "step 4" in summary["reason"]
+    assert summary["steps"] == 4
+    text = (run_dir / "metrics.jsonl").read_text()
+    last = json.loads(text.splitlines()[-1])          # still valid JSON: NaN stored as a string
+    assert last["step"] == 4 and last["loss"] == "nan"
+    assert json.loads((run_dir / "summary.json").read_text())["final_loss"] == "nan"
+
+
+def test_failed_run_records_the_reason(cli, tmp_path):
+    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-5", "--steps", "20", "--runs-dir",
+               str(tmp_path), "--no-progress", env={"HARNESS_TEST_FAIL_AT_STEP": "5"})
+    assert proc.returncode == 1 and "HARNESS_TEST_FAIL_AT_STEP" in proc.stderr
+    summary = store.read_json(only_run_dir(tmp_path) / "summary.json")
+    assert summary["status"] == "failed" and "HARNESS_TEST_FAIL_AT_STEP=5" in summary["reason"]
+    assert summary["steps"] == 4
+
+
+def test_torn_last_metrics_line_is_ignored(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    assert store.read_metrics(path) == [{"step": 1, "loss": 1.0}]
+    store.truncate_metrics(path, 5)
+    assert path.read_text() == '{"step": 1, "loss": 1.0}\n'
+
+
+def test_random_search_is_seeded_and_beaten_by_cma(tmp_path):
+    a = run(RunSpec(optimizer="random", problem="sphere-5", seed=1, budget=Budget(evals=500),
+                    runs_dir=str(tmp_path)), progress=False)[1]
+    b = run(RunSpec(optimizer="random", problem="sphere-5", seed=1, budget=Budget(evals=500),
+                    runs_dir=str(tmp_path)), progress=False)[1]
+    c = run(RunSpec(optimizer="cma", problem="sphere-5", seed=1, budget=Budget(evals=500),
+                    runs_dir=str(tmp_path)), progress=False)[1]
+    assert a["best_loss"] == b["best_loss"] and math.isfinite(a["best_loss"])
+    assert c["best_loss"] < a["best_loss"] / 100
