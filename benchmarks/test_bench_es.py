@@ -1,0 +1,49 @@
+"""pytest-benchmark micro-benchmarks (not collected by CI: testpaths = tests).
+
+    OMP_NUM_THREADS=1 python -m pytest benchmarks/test_bench_es.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's packages
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from harness import registry  # noqa: E402
+from harness.params import resolve  # noqa: E402
+from optimizers._perturb import tensor_noise  # noqa: E402
+from optimizers.es import ES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    entry = registry.problem("qwen3-tiny")
+    prob = entry.instantiate("qwen3-tiny", resolve(entry.schema()[0], {}, "qwen3-tiny"), 0)
+    prob.build(torch.device("cpu"))
+    es = ES(prob, resolve(registry.optimizer("es").schema()[0], {}, "es"), 0)
+    es.setup()
+    return prob, es
+
+
+def test_es_step_qwen3_tiny(benchmark, tiny):
+    """One ES iteration: 30 members on one 8 x 64-token batch, plus the update."""
+    _, es = tiny
+    counter = iter(range(10**6))
+    result = benchmark.pedantic(lambda: es.step(next(counter)), rounds=3, iterations=1)
+    assert result.evals == 30
+
+
+def test_noise_regeneration_qwen3_tiny(benchmark, tiny):
+    """Regenerating one member's noise for every tensor of qwen3-tiny."""
+    prob, _ = tiny
+    params = [p for _, p in prob.trainable()]
+
+    def regen():
+        return sum(tensor_noise(123, i, p).numel() for i, p in enumerate(params))
+
+    assert benchmark(regen) == prob.param_count()

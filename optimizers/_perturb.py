@@ -1,0 +1,61 @@
+"""Seeded in-place weight perturbations shared by es and mezo.
+
+A perturbation is a seed, never a stored tensor: the noise of tensor i for
+seed s is N(0, 1) drawn by a torch.Generator on the tensor's own device,
+seeded with derive_seed(s, i), always in float32. So any process, and any
+resumed run, regenerates exactly the same noise, and at most one tensor's
+noise exists at a time.
+
+Weights in float32 are changed with an in-place add. Weights in a lower
+precision (bf16/fp16) are changed by computing `w + c * eps` in float32 and
+rounding once to the weight dtype: a restore `w_p - c * eps` computed this
+way rounds back to the original value unless the perturbation moved the
+element into a coarser binade (see docs/qwen3_and_es.md for the measured
+fraction). Updates of low-precision weights accumulate all members in a
+float32 buffer of one tensor and round once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.seeding import derive_seed
+
+
+def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
+    """Float32 N(0, 1) noise of tensor `index` for perturbation `seed`, on like's device."""
+    g = torch.Generator(device=like.device)
+    g.manual_seed(derive_seed(seed, index))
+    return torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
+
+
+class Perturber:
+    """In-place perturbations of a fixed, ordered list of tensors."""
+
+    def __init__(self, named_params):
+        self.params = [p for _, p in named_params]
+
+    @torch.no_grad()
+    def add(self, seed: int, scale: float) -> None:
+        """w_i += scale * eps(seed, i) for every tensor i."""
+        for i, p in enumerate(self.params):
+            eps = tensor_noise(seed, i, p)
+            if p.dtype == torch.float32:
+                p.add_(eps, alpha=scale)
+            else:
+                p.copy_(eps.mul_(scale).add_(p.float()))
+            del eps
+
+    @torch.no_grad()
+    def combine(self, seeds, coefs) -> None:
+        """w_i += sum_k coefs[k] * eps(seeds[k], i), tensor by tensor (noise regenerated)."""
+        for i, p in enumerate(self.params):
+            acc = None if p.dtype == torch.float32 else p.float()
+            for seed, coef in zip(seeds, coefs):
+                if coef == 0.0:
+                    continue
+                eps = tensor_noise(seed, i, p)
+                (p if acc is None else acc).add_(eps, alpha=float(coef))
+                del eps
+            if acc is not None:
+                p.copy_(acc)

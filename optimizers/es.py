@@ -1,0 +1,134 @@
+"""ES as in EA4LLM (Salimans et al. 2017 style), memory-lean, on any weights problem.
+
+One iteration k:
+  1. one batch = problem.batch(k): every member is scored on the same subsample;
+  2. member j is a seed s_j = derive_seed(run seed, "es", k, j) (antithetic: pairs
+     2m, 2m+1 share seed m with signs +1/-1); it is perturbed in place
+     (w += sigma * sign * eps(s_j)), scored (fitness = -problem.loss(batch)) and
+     restored (w -= sigma * sign * eps(s_j)), so no copy of the weights exists;
+  3. the fitness values of all members are assembled (`gather_fitness`; one
+     process for now, an all-gather of N floats under torchrun) and shaped:
+     zscore (f - mean) / std, or centred ranks in [-0.5, 0.5];
+  4. update, regenerating each member's noise tensor by tensor:
+     standard: w += alpha / N * sum_j A_j eps_j      (EA4LLM)
+     nes:      w += alpha / (N sigma) * sum_j A_j eps_j   (NES gradient estimate)
+
+`evaluate_members(k, batch, indices, replay=True)` scores any slice of the
+population while replaying the others' perturb/restore (noise only), so a
+process scoring its share ends with the same weights as one scoring all N. The logged loss is the mean member loss
+(train, perturbed); the held-out metric is the unperturbed centre.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from harness.errors import UsageError
+from harness.optimizer import Optimizer, StepResult
+from harness.params import Param
+from harness.registry import register_optimizer
+from harness.seeding import derive_seed
+from optimizers._perturb import Perturber
+
+
+def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
+    """zscore: (f - mean) / std (zeros when all equal); rank: centred ranks in [-0.5, 0.5]."""
+    f = np.asarray(fitness, dtype=np.float64)
+    if method == "rank":
+        ranks = np.empty(len(f))
+        ranks[np.argsort(f, kind="stable")] = np.arange(len(f))
+        return ranks / max(len(f) - 1, 1) - 0.5
+    std = f.std()
+    return (f - f.mean()) / std if std > 0 else np.zeros_like(f)
+
+
+@register_optimizer("es", kinds=["weights"],
+                    description="EA4LLM evolution strategy: seeded in-place perturbations, "
+                                "zscore/rank shaping, memory of one forward pass")
+class ES(Optimizer):
+    PARAMS = {
+        "population": Param(30, int, "members per iteration (N)", low=2),
+        "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
+        "alpha": Param(5e-2, float, "step size", low=0.0),
+        "shaping": Param("zscore", str, "fitness shaping", choices=("zscore", "rank")),
+        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
+                         choices=("standard", "nes")),
+        "antithetic": Param(False, bool, "mirrored pairs (+eps, -eps); population must be even"),
+    }
+
+    # -- memory model (read by the planner) ------------------------------------
+    @classmethod
+    def memory_model(cls, hp: dict, facts) -> dict[str, int]:
+        """Bytes beyond the weights: one tensor's fp32 noise (plus an fp32 working copy of
+        that tensor when weights are not fp32) and one no-grad forward's activations.
+        Conservative: the noise is freed before the forward, the sum over-counts."""
+        numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
+        noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
+        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes)}
+
+    # -- lifecycle -------------------------------------------------------------
+    def setup(self) -> None:
+        if self.hp["antithetic"] and self.hp["population"] % 2:
+            raise UsageError(f"--set population={self.hp['population']}: antithetic pairs need an "
+                             "even population")
+        self.pert = Perturber(self.problem.trainable())
+
+    def member(self, step: int, j: int) -> tuple[int, float]:
+        """(noise seed, sign) of member j of iteration `step`."""
+        if self.hp["antithetic"]:
+            return derive_seed(self.seed, "es", step, j // 2), (1.0 if j % 2 == 0 else -1.0)
+        return derive_seed(self.seed, "es", step, j), 1.0
+
+    @torch.no_grad()
+    def evaluate_members(self, step: int, batch, indices, replay: bool = False) -> list[float]:
+        """Fitness (= -loss) of the listed members: perturb in place, score, restore.
+
+        In-place restore is exact only up to float rounding, so the weights after a
+        slice depend on which members it held. With replay=True every member of the
+        population is perturbed and restored in member order and only the listed
+        ones are scored: a process scoring a slice then holds bit for bit the
+        weights (and the fitness values) of one process scoring all N.
+        """
+        sigma, wanted = self.hp["sigma"], list(indices)
+        order = range(self.hp["population"]) if replay else wanted
+        scores = {}
+        for j in order:
+            seed, sign = self.member(step, j)
+            self.pert.add(seed, sign * sigma)
+            try:
+                if j in wanted:
+                    scores[j] = -float(self.problem.loss(batch))
+            finally:
+                self.pert.add(seed, -sign * sigma)
+        return [scores[j] for j in wanted]
+
+    def gather_fitness(self, step: int, batch) -> np.ndarray:
+        """The fitness of every member, in member order (the one place they are assembled)."""
+        n = self.hp["population"]
+        return np.asarray(self.evaluate_members(step, batch, range(n)), dtype=np.float64)
+
+    def update(self, step: int, fitness: np.ndarray) -> None:
+        n, sigma, alpha = self.hp["population"], self.hp["sigma"], self.hp["alpha"]
+        shaped = shape_fitness(fitness, self.hp["shaping"])
+        scale = alpha / n if self.hp["scaling"] == "standard" else alpha / (n * sigma)
+        coef: dict[int, float] = {}
+        for j in range(n):  # antithetic partners share a seed: one regeneration per pair
+            seed, sign = self.member(step, j)
+            coef[seed] = coef.get(seed, 0.0) + scale * sign * float(shaped[j])
+        self.pert.combine(list(coef), list(coef.values()))
+
+    def step(self, step: int) -> StepResult:
+        batch = self.problem.batch(step)
+        fitness = self.gather_fitness(step, batch)
+        losses = -fitness
+        if not np.all(np.isfinite(fitness)):
+            return StepResult(loss=float("nan"), evals=len(fitness),
+                              extra={"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]})
+        self.update(step, fitness)
+        return StepResult(loss=float(losses.mean()), evals=len(fitness), extra={
+            "sigma": self.hp["sigma"], "alpha": self.hp["alpha"],
+            "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std()),
+        })

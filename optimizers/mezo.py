@@ -1,0 +1,63 @@
+"""MeZO (Malladi et al. 2023): zeroth-order SGD with SPSA, in-place perturb/restore.
+
+Step k, with z = the seeded noise of derive_seed(run seed, "mezo", k) (regenerated
+tensor by tensor, never stored):
+  w += eps z; l+ = loss(batch_k); w -= 2 eps z; l- = loss(batch_k); w += eps z
+  g = (l+ - l-) / (2 eps);   w -= lr * (g z + weight_decay * w)
+Two forward passes per step and inference-level memory. The logged loss is
+(l+ + l-) / 2.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.optimizer import Optimizer, StepResult
+from harness.params import Param
+from harness.registry import register_optimizer
+from harness.seeding import derive_seed
+from optimizers._perturb import Perturber
+
+
+@register_optimizer("mezo", kinds=["weights"],
+                    description="MeZO: SPSA zeroth-order SGD with seeded in-place perturbations")
+class MeZO(Optimizer):
+    PARAMS = {
+        "lr": Param(1e-3, float, "learning rate", low=0.0),
+        "eps": Param(1e-3, float, "perturbation scale", low=0.0),
+        "weight_decay": Param(0.0, float, "decoupled weight decay", low=0.0),
+    }
+
+    @classmethod
+    def memory_model(cls, hp: dict, facts) -> dict[str, int]:
+        """Bytes beyond the weights: one tensor's fp32 noise (+ fp32 working copy for
+        non-fp32 weights) and one no-grad forward's activations (conservative sum)."""
+        numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
+        noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
+        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes)}
+
+    def setup(self) -> None:
+        self.pert = Perturber(self.problem.trainable())
+
+    @torch.no_grad()
+    def step(self, step: int) -> StepResult:
+        eps, lr = self.hp["eps"], self.hp["lr"]
+        seed = derive_seed(self.seed, "mezo", step)
+        batch = self.problem.batch(step)
+        offset = eps
+        self.pert.add(seed, eps)
+        try:
+            l_plus = float(self.problem.loss(batch))
+            self.pert.add(seed, -2 * eps)
+            offset = -eps
+            l_minus = float(self.problem.loss(batch))
+        finally:
+            self.pert.add(seed, -offset)  # restore, wherever an error left the weights
+        loss = 0.5 * (l_plus + l_minus)
+        grad = (l_plus - l_minus) / (2 * eps)
+        if torch.isfinite(torch.tensor(grad)):
+            if self.hp["weight_decay"] > 0:
+                for p in self.pert.params:
+                    p.mul_(1 - lr * self.hp["weight_decay"])
+            self.pert.combine([seed], [-lr * grad])
+        return StepResult(loss=loss, evals=2, extra={"lr": lr, "projected_grad": grad})
