@@ -1,0 +1,91 @@
+"""`plan`: predicted peak memory of a run, or the EA4LLM memory table (--table)."""
+
+from __future__ import annotations
+
+import json
+
+from harness.commands._common import add_set_argument
+
+NAME = "plan"
+HELP = "predict the peak memory of a run (nothing is allocated), or the es/mezo/adam table"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--optimizer", help="optimizer name (see `list optimizers`)")
+    p.add_argument("--problem", help="problem name (see `list problems`)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda: the device to plan for (need not be present); default "
+                        "cuda if visible else cpu, and cuda for --table")
+    add_set_argument(p)
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.add_argument("--table", action="store_true",
+                   help="EA4LLM comparison: predicted peak of --optimizers on every --problems size "
+                        "(Markdown + CSV + PNG under --out)")
+    p.add_argument("--optimizers", default="es,mezo,adam",
+                   help="--table: comma-separated optimizers (default es,mezo,adam)")
+    p.add_argument("--problems", default="qwen3-*",
+                   help="--table: comma-separated problem names or one NAME-* prefix (default qwen3-*)")
+    p.add_argument("--population", type=int, default=30,
+                   help="--table: population of optimizers that have one (default 30, the paper's)")
+    p.add_argument("--out", default="reports/memory", help="--table: output directory")
+    p.add_argument("--runs-dir", default="runs",
+                   help="--table: overlay measured peaks of the runs stored here (if any)")
+
+
+def _fmt(n: int) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def _default_device(args, table: bool) -> str:
+    if args.device:
+        return args.device
+    if table:
+        return "cuda"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(args) -> int:
+    from harness import planner
+    from harness.errors import UsageError
+    from harness.params import parse_set_args
+
+    overrides = parse_set_args(args.set)
+    if args.table:
+        from harness import memory_table
+
+        result = memory_table.build(
+            optimizers=[o.strip() for o in args.optimizers.split(",") if o.strip()],
+            problems=args.problems, device=_default_device(args, True), overrides=overrides,
+            population=args.population, out_dir=args.out, runs_dir=args.runs_dir)
+        if args.json:
+            print(json.dumps(result["rows"], indent=1))
+        else:
+            print(result["markdown"])
+            print(f"\nwritten: {', '.join(result['files'])}")
+        return 0
+    if not args.optimizer or not args.problem:
+        raise UsageError("plan needs --optimizer NAME and --problem NAME (or --table)")
+    plan = planner.plan(args.optimizer, args.problem, overrides, device=_default_device(args, False))
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=1))
+        return 0
+    print(f"{plan.optimizer} on {plan.problem} ({plan.device}): predicted peak {_fmt(plan.peak_bytes)}"
+          f"  [compare with: {plan.measured_as}]")
+    width = max(len(k) for k in plan.breakdown)
+    for key, value in plan.breakdown.items():
+        print(f"  {key.ljust(width)}  {_fmt(value):>12}")
+    f = plan.facts
+    if f is not None and f.weight_bytes:
+        print(f"model: {f.param_count:,} parameters ({f.trainable_count:,} trainable, "
+              f"{f.dtype_bytes} bytes each); one micro-batch: forward peak {_fmt(f.forward_activation_bytes)}, "
+              f"forward+backward peak {_fmt(f.backward_activation_bytes)} "
+              f"(saved for backward {_fmt(f.saved_activation_bytes)})")
+    for note in plan.notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,229 @@
+"""The EA4LLM memory comparison: predicted peak of es, mezo and adam at every size.
+
+Every figure is a plan (harness.planner: the model built on the meta device,
+each optimizer's declared memory model); runs stored under --runs-dir add
+their measured peaks next to the plan of their own settings. Output: a
+Markdown table, the same as CSV, and a PNG bar chart on a log scale.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness import registry, store
+from harness.errors import UsageError
+from harness.params import schema_of
+
+GiB = 2**30
+POPULATION_KEYS = ("population", "popsize", "pop_size")
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def select_problems(spec: str) -> list[str]:
+    registry.load_all()
+    names = []
+    for part in (s.strip() for s in spec.split(",")):
+        if not part:
+            continue
+        matched = sorted(fnmatch.filter(registry.PROBLEMS, part), key=_natural)
+        if not matched:
+            registry.problem(part)  # raises with close matches
+        names += [m for m in matched if m not in names]
+    if not names:
+        raise UsageError(f"--problems {spec!r}: no registered problem matches")
+    return names
+
+
+def _overrides_for(opt: str, prob: str, overrides: dict, population: int | None) -> dict:
+    """The --set keys that apply to this pair, plus the population where it has one."""
+    opt_schema = schema_of(registry.optimizer(opt).factory)
+    prob_schema = registry.problem(prob).schema()[0]
+    out = {}
+    for key, value in overrides.items():
+        side, _, bare = key.partition(".") if key.startswith(("optimizer.", "problem.")) else ("", "", key)
+        if side in ("", "optimizer") and bare in opt_schema:
+            out[f"optimizer.{bare}"] = value
+        elif side in ("", "problem") and bare in prob_schema:
+            out[f"problem.{bare}"] = value
+    if population:
+        for key in POPULATION_KEYS:
+            if key in opt_schema and f"optimizer.{key}" not in out:
+                out[f"optimizer.{key}"] = population
+                break
+    return out
+
+
+def _check_overrides(optimizers, problems, overrides) -> None:
+    valid = set()
+    for name in optimizers:
+        valid |= set(schema_of(registry.optimizer(name).factory))
+    for name in problems:
+        valid |= set(registry.problem(name).schema()[0])
+    for key in overrides:
+        bare = key.split(".", 1)[1] if key.startswith(("optimizer.", "problem.")) else key
+        if bare not in valid:
+            raise UsageError(f"--set {key}: no optimizer or problem of the table has it; "
+                             f"valid: {', '.join(sorted(valid))}")
+
+
+def measured_runs(runs_dir, problems, optimizers, device: str) -> list[dict]:
+    """Finished runs with a recorded peak on this device type, with the plan of their own config."""
+    from harness.planner import plan
+
+    rows = []
+    for run_dir in store.iter_runs(Path(runs_dir)):
+        try:
+            summary = store.read_json(run_dir / "summary.json")
+            cfg = store.read_json(run_dir / "config.json")
+        except (OSError, ValueError):
+            continue
+        if (summary.get("status") != "ok" or not summary.get("peak_memory_bytes")
+                or cfg.get("problem") not in problems or cfg.get("optimizer") not in optimizers
+                or str(summary.get("device", "")).split(":")[0] != device):
+            continue
+        overrides = {f"optimizer.{k}": v for k, v in cfg["optimizer_params"].items()}
+        overrides.update({f"problem.{k}": v for k, v in cfg["problem_params"].items()})
+        try:
+            planned = plan(cfg["optimizer"], cfg["problem"], overrides, device=device).peak_bytes
+        except Exception:
+            planned = None
+        rows.append({"problem": cfg["problem"], "optimizer": cfg["optimizer"],
+                     "measured_bytes": int(summary["peak_memory_bytes"]), "planned_bytes": planned,
+                     "method": summary.get("peak_memory_method"), "run": str(run_dir)})
+    return rows
+
+
+def build(optimizers: list[str], problems: str, device: str = "cuda", overrides: dict | None = None,
+          population: int | None = 30, out_dir="reports/memory", runs_dir="runs") -> dict:
+    from harness.planner import Plan, plan_prepared
+    from harness.runner import Prepared, RunSpec
+
+    overrides = dict(overrides or {})
+    names = select_problems(problems)
+    for name in optimizers:
+        registry.optimizer(name)
+    _check_overrides(optimizers, names, overrides)
+    rows = []
+    for prob in names:
+        facts = None
+        row: dict = {"problem": prob}
+        for opt in optimizers:
+            prepared = Prepared(RunSpec(optimizer=opt, problem=prob, device="cpu",
+                                        overrides=_overrides_for(opt, prob, overrides, population)))
+            p: Plan = plan_prepared(prepared, device, facts=facts)
+            facts = p.facts  # the model's facts do not depend on the optimizer
+            if not p.declared:
+                raise UsageError(f"optimizer {opt!r} declares no memory model; it cannot be tabled")
+            row["params"] = p.facts.param_count
+            row["problem_settings"] = {k: prepared.prob_hp[k] for k in ("seq_len", "micro_batch", "dtype")
+                                       if k in prepared.prob_hp}
+            row["weight_dtype_bytes"] = p.facts.dtype_bytes
+            row[f"{opt}_bytes"] = p.peak_bytes
+            row[f"{opt}_breakdown"] = p.breakdown
+            row[f"{opt}_settings"] = {k.split(".", 1)[1]: v for k, v in _overrides_for(
+                opt, prob, overrides, population).items()}
+        if "es_bytes" in row and "adam_bytes" in row:
+            row["adam_over_es"] = row["adam_bytes"] / row["es_bytes"]
+        if "mezo_bytes" in row and "adam_bytes" in row:
+            row["adam_over_mezo"] = row["adam_bytes"] / row["mezo_bytes"]
+        rows.append(row)
+    rows.sort(key=lambda r: r["params"])
+    measured = measured_runs(runs_dir, names, optimizers, device) if runs_dir else []
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = _markdown(rows, optimizers, measured, device, overrides, population)
+    (out / "memory_table.md").write_text(markdown + "\n")
+    flat = pd.DataFrame([{k: v for k, v in r.items() if not k.endswith(("_breakdown", "_settings"))}
+                         for r in rows])
+    flat.to_csv(out / "memory_table.csv", index=False)
+    if measured:
+        pd.DataFrame(measured).to_csv(out / "memory_measured.csv", index=False)
+    _plot(rows, optimizers, measured, device, out / "memory.png")
+    files = [str(out / f) for f in ("memory_table.md", "memory_table.csv", "memory.png")]
+    if measured:
+        files.append(str(out / "memory_measured.csv"))
+    return {"rows": rows, "measured": measured, "markdown": markdown, "files": files}
+
+
+def _gib(n) -> str:
+    return "-" if n is None else f"{n / GiB:.2f}"
+
+
+def _markdown(rows, optimizers, measured, device, overrides, population) -> str:
+    what = ("torch.cuda.max_memory_allocated: tensors only" if device == "cuda"
+            else "peak RSS of the run's process, framework included")
+    head = ["problem", "parameters", "micro-batch"] + [f"{o} (GiB)" for o in optimizers]
+    if "es" in optimizers and "adam" in optimizers:
+        head.append("adam/es")
+    if "mezo" in optimizers and "adam" in optimizers:
+        head.append("adam/mezo")
+    lines = [f"Predicted peak memory on {device} ({what}); population {population}"
+             + (", " + ", ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
+             + "; problem defaults otherwise.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ps = r.get("problem_settings", {})
+        shape = (f"{ps['micro_batch']} x {ps['seq_len']} tok" if {"micro_batch", "seq_len"} <= set(ps) else "-")
+        shape += f", {r['weight_dtype_bytes']}-byte weights"
+        cells = [r["problem"], f"{r['params'] / 1e9:.2f}B" if r["params"] >= 1e8 else f"{r['params']:,}", shape]
+        cells += [_gib(r.get(f"{o}_bytes")) for o in optimizers]
+        if "adam_over_es" in r:
+            cells.append(f"{r['adam_over_es']:.2f}")
+        if "adam_over_mezo" in r:
+            cells.append(f"{r['adam_over_mezo']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["", "Settings per optimizer (first row): " + "; ".join(
+            f"{o}: {rows[0].get(f'{o}_settings') or 'defaults'}" for o in optimizers)]
+    if measured:
+        lines += ["", "Measured runs (their own settings), against the plan of those settings:", "",
+                  "| problem | optimizer | measured (GiB) | planned (GiB) | planned/measured | run |",
+                  "|---|---|---|---|---|---|"]
+        for m in measured:
+            ratio = f"{m['planned_bytes'] / m['measured_bytes']:.2f}" if m["planned_bytes"] else "-"
+            lines.append(f"| {m['problem']} | {m['optimizer']} | {_gib(m['measured_bytes'])} | "
+                         f"{_gib(m['planned_bytes'])} | {ratio} | {m['run']} |")
+    return "\n".join(lines)
+
+
+def _plot(rows, optimizers, measured, device, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(optimizers), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    index = {r["problem"]: i for i, r in enumerate(rows)}
+    labelled = False
+    for j, opt in enumerate(optimizers):
+        offset = (j - (len(optimizers) - 1) / 2) * width
+        vals = [r.get(f"{opt}_bytes", 0) / GiB for r in rows]
+        ax.bar(x + offset, vals, width, label=f"{opt} (plan)", color=colors[j % len(colors)])
+        pts = [(index[m["problem"]] + offset, m["measured_bytes"] / GiB) for m in measured
+               if m["optimizer"] == opt]
+        if pts:
+            ax.scatter(*zip(*pts), marker="D", color="black", zorder=3, s=18,
+                       label=None if labelled else "measured (own settings)")
+            labelled = True
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["problem"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("peak memory (GiB, log scale)")
+    ax.set_title(f"Predicted peak memory per optimizer on {device}")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
