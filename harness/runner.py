@@ -254,8 +254,10 @@ class Runner:
             status, reason = "failed", _one_line(exc)
             self._record_error(reason)
         finally:
+            # a SIGTERM now (torchrun stopping the ranks after one failed) must not cut the
+            # summary short: ignore it until the summary is written, then restore
             if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if writer is not None:
                 writer.close()
             state["wall_s"] = wall_offset + (time.perf_counter() - wall0)
@@ -264,6 +266,8 @@ class Runner:
             summary = self._summary(status, reason, state, peak or mem.peak_bytes(), mem.method)
             if self.main:
                 store.write_json(self.dir / "summary.json", summary)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         return summary
 
     def _record_error(self, reason: str) -> None:
@@ -274,6 +278,12 @@ class Runner:
             (self.dir / name).write_text(reason + "\n" + traceback.format_exc())
         except OSError:
             pass
+
+    def _spent(self, state: dict) -> bool:
+        spent = self.p.spec.budget.spent(state["step"], state["evals"], state["time_s"])
+        if self.p.spec.budget.time_s is not None and distributed.world_size() > 1:
+            spent = distributed.broadcast_object(spent)  # rank 0's clock decides: all stop together
+        return spent
 
     def _loop(self, state: dict, writer, wall0: float, wall_offset: float):
         p, opt, budget = self.p, self.opt, self.p.spec.budget
@@ -287,7 +297,7 @@ class Runner:
             bar = tqdm(total=budget.steps, initial=state["step"], desc=f"{p.spec.optimizer} on "
                        f"{p.spec.problem}", unit="step", disable=None, leave=False)
         try:
-            while not budget.spent(state["step"], state["evals"], state["time_s"]):
+            while not self._spent(state):
                 step = state["step"]
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
@@ -309,7 +319,7 @@ class Runner:
                     return "diverged", f"non-finite loss {loss} at step {state['step']}"
                 if state["best_loss"] is None or loss < state["best_loss"]:
                     state["best_loss"] = loss
-                done = budget.spent(state["step"], state["evals"], state["time_s"])
+                done = self._spent(state)
                 if state["step"] % p.eval_every == 0 or done:
                     ev = p.problem.evaluate(opt.solution())
                     record.update(ev)
@@ -320,7 +330,8 @@ class Runner:
                 every = p.spec.checkpoint_every
                 if every and (state["step"] % every == 0 or done):
                     self._checkpoint(state)
-                if kill_at and state["step"] == kill_at:  # test hook: a hard kill mid-run
+                if kill_at and state["step"] == kill_at and fail_rank in (-1, distributed.rank()):
+                    # test hook: a hard kill mid-run (of every rank, or of HARNESS_TEST_FAIL_RANK)
                     writer.close()
                     os._exit(137)
                 if bar is not None:
@@ -337,7 +348,9 @@ class Terminated(Exception):
 
 
 def _raise_terminated(signum, frame):
-    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish
+    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish.
+    # Once only: a second signal must not interrupt the handling of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
