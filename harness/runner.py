@@ -290,6 +290,7 @@ class Runner:
         kill_at = int(os.environ.get("HARNESS_TEST_KILL_AT_STEP", "0") or 0)
         fail_at = int(os.environ.get("HARNESS_TEST_FAIL_AT_STEP", "0") or 0)
         fail_rank = int(os.environ.get("HARNESS_TEST_FAIL_RANK", "-1"))
+        hang_at = int(os.environ.get("HARNESS_TEST_HANG_AT_STEP", "0") or 0)
         bar = None
         if self.progress and self.main:
             from tqdm import tqdm
@@ -302,6 +303,8 @@ class Runner:
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
                     raise RuntimeError(f"HARNESS_TEST_FAIL_AT_STEP={fail_at} reached")
+                if hang_at and step + 1 == hang_at and fail_rank in (-1, distributed.rank()):
+                    time.sleep(3600)  # test hook: a rank that stops answering (collective timeout)
                 t0 = time.perf_counter()
                 res = opt.step(step)
                 if p.device.type == "cuda":

@@ -24,6 +24,7 @@ see docs/distributed.md for the measured difference).
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
@@ -86,9 +87,12 @@ class Adam(Optimizer):
             from torch.nn.parallel import DistributedDataParallel
 
             # buffers are not trained here (no batch norm): no per-forward broadcast
+            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                       inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
             self.ddp = DistributedDataParallel(
                 self.problem.model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                broadcast_buffers=False)
+                **no_sync)
 
     def step(self, step: int) -> StepResult:
         batch = self.problem.batch(step)
