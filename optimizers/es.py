@@ -93,17 +93,20 @@ class ES(Optimizer):
         slice depend on which members it held. With replay=True every member of the
         population is perturbed and restored in member order and only the listed
         ones are scored: a process scoring a slice then holds bit for bit the
-        weights (and the fitness values) of one process scoring all N.
+        weights (and the fitness values) of one process scoring all N. A member
+        only replayed costs one noise generation per tensor (Perturber.bounce).
         """
         sigma, wanted = self.hp["sigma"], list(indices)
         order = range(self.hp["population"]) if replay else wanted
-        scores = {}
+        scored, scores = set(wanted), {}
         for j in order:
             seed, sign = self.member(step, j)
+            if j not in scored:  # replayed only: perturb and restore, noise generated once
+                self.pert.bounce(seed, sign * sigma)
+                continue
             self.pert.add(seed, sign * sigma)
             try:
-                if j in wanted:
-                    scores[j] = -float(self.problem.loss(batch))
+                scores[j] = -float(self.problem.loss(batch))
             finally:
                 self.pert.add(seed, -sign * sigma)
         return [scores[j] for j in wanted]

@@ -135,6 +135,21 @@ def test_a_hung_rank_ends_the_run_at_the_collective_timeout(tmp_path):
     assert elapsed < 120
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bounce_is_bit_identical_to_perturb_then_restore(dtype):
+    """What a rank does for a member it only replays must round exactly as add, add."""
+    from optimizers._perturb import Perturber
+
+    torch.manual_seed(0)
+    a = [torch.randn(50, 7).to(dtype), torch.ones(13, dtype=dtype)]
+    b = [t.clone() for t in a]
+    for seed in range(5):
+        Perturber([("x", t) for t in a]).add(seed, 0.3)
+        Perturber([("x", t) for t in a]).add(seed, -0.3)
+        Perturber([("x", t) for t in b]).bounce(seed, 0.3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_shards_cover_the_population_once_and_evenly(monkeypatch):
     for n, w in [(5, 2), (30, 4), (3, 8), (1, 1)]:
         monkeypatch.setattr(distributed, "world_size", lambda w=w: w)
