@@ -1,13 +1,16 @@
 """torch.distributed for runs launched with torchrun (gloo on CPU, NCCL on GPU).
 
 Population methods shard their members over ranks and exchange only fitness
-scalars: each rank fills its members' entries of a length-N vector with zeros
-elsewhere, and one all-reduce (sum) gives every rank the whole vector, so
-every rank applies the identical update. Only rank 0 writes the run store.
+scalars (`evaluate_population`: each rank scores its `shard(n)`, fills its
+members' entries of a length-n vector with zeros elsewhere, and one all-reduce
+(sum) gives every rank the whole vector, exactly), so every rank applies the
+identical update. Gradient methods use DistributedDataParallel on
+`shard_batch` slices. Only rank 0 writes the run store. See docs/distributed.md.
 
 Collectives run under the process group's timeout (HARNESS_DIST_TIMEOUT
 seconds, default 300), so a rank that dies or hangs ends the run instead of
-blocking it forever.
+blocking it forever; a failed collective is re-raised as CollectiveError, one
+line naming the collective, this rank and the timeout.
 """
 
 from __future__ import annotations
