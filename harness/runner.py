@@ -261,7 +261,9 @@ class Runner:
             if writer is not None:
                 writer.close()
             state["wall_s"] = wall_offset + (time.perf_counter() - wall0)
-            if status == "failed" and distributed.world_size() > 1:
+            if status == "failed" and distributed.world_size() > 1 and _secondary(reason):
+                # this rank only saw the failure (a collective broke, torchrun's SIGTERM):
+                # the cause is what the failing rank wrote, if it wrote anything
                 reason = _peer_reason(self.dir) or reason
             summary = self._summary(status, reason, state, peak or mem.peak_bytes(), mem.method)
             if self.main:
@@ -369,14 +371,27 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
+# what a rank sees when a peer is gone: our collectives' error, torchrun's SIGTERM,
+# and the transport's own words for collectives inside torch (DDP's gradient all-reduce)
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+              "DistBackendError", "NCCL communicator was aborted")
+
+
+def _secondary(reason: str | None) -> bool:
+    """A failure caused by another rank's, not by this rank's own error."""
+    return (reason is None or reason.startswith(("CollectiveError:", "Terminated:"))
+            or any(text in reason for text in _PEER_LOST))
+
+
 def _peer_reason(run_dir: Path, wait_s: float = 3.0) -> str | None:
-    """The first line another rank wrote about its failure (it may take a moment to land)."""
+    """The first line another rank wrote about its own failure (it may take a moment to
+    land); ranks that only saw a broken collective are passed over for the cause."""
     deadline = time.monotonic() + wait_s
     while True:
-        files = sorted(Path(run_dir).glob("error-rank*.txt"))
-        if files:
-            rank = files[0].stem.replace("error-rank", "")
-            return f"rank {rank}: " + files[0].read_text().splitlines()[0]
+        for path in sorted(Path(run_dir).glob("error-rank*.txt")):
+            lines = path.read_text().splitlines()
+            if lines and not _secondary(lines[0]):
+                return f"rank {path.stem.replace('error-rank', '')}: {lines[0]}"
         if time.monotonic() > deadline:
             return None
         time.sleep(0.1)

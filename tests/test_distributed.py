@@ -93,11 +93,14 @@ def test_adam_ddp_matches_one_process_within_float_rounding(tmp_path, one_thread
 
 ES_ARGS = ("--optimizer", "es", "--problem", "digits-mlp", "--steps", "30", "--set", "population=4",
            "--checkpoint-every", "0")
+ADAM_ARGS = ("--optimizer", "adam", "--problem", "digits-mlp", "--steps", "30", "--checkpoint-every", "0")
 
 
-def test_a_failing_rank_fails_the_run_with_its_reason(tmp_path):
+@pytest.mark.parametrize("args", [ES_ARGS, ADAM_ARGS], ids=["es", "adam"])
+def test_a_failing_rank_fails_the_run_with_its_reason(tmp_path, args):
+    """adam: rank 0 learns of the loss inside DDP's gradient all-reduce, not in ours."""
     t0 = time.monotonic()
-    proc = torchrun(*ES_ARGS, "--runs-dir", str(tmp_path),
+    proc = torchrun(*args, "--runs-dir", str(tmp_path),
                     env={"HARNESS_TEST_FAIL_AT_STEP": "3", "HARNESS_TEST_FAIL_RANK": "1",
                          "HARNESS_DIST_TIMEOUT": "300"})
     elapsed = time.monotonic() - t0
