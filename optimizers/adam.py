@@ -87,12 +87,12 @@ class Adam(Optimizer):
             from torch.nn.parallel import DistributedDataParallel
 
             # buffers are not trained here (no batch norm): no per-forward broadcast
-            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+            buffers_off = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                        inspect.signature(DistributedDataParallel).parameters
                        else {"broadcast_buffers": False})
             self.ddp = DistributedDataParallel(
                 self.problem.model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                **no_sync)
+                **buffers_off)
 
     def step(self, step: int) -> StepResult:
         batch = self.problem.batch(step)
