@@ -254,16 +254,22 @@ class Runner:
             status, reason = "failed", _one_line(exc)
             self._record_error(reason)
         finally:
+            # a SIGTERM now (torchrun stopping the ranks after one failed) must not cut the
+            # summary short: ignore it until the summary is written, then restore
             if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if writer is not None:
                 writer.close()
             state["wall_s"] = wall_offset + (time.perf_counter() - wall0)
-            if status == "failed" and distributed.world_size() > 1:
+            if status == "failed" and distributed.world_size() > 1 and _secondary(reason):
+                # this rank only saw the failure (a collective broke, torchrun's SIGTERM):
+                # the cause is what the failing rank wrote, if it wrote anything
                 reason = _peer_reason(self.dir) or reason
             summary = self._summary(status, reason, state, peak or mem.peak_bytes(), mem.method)
             if self.main:
                 store.write_json(self.dir / "summary.json", summary)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         return summary
 
     def _record_error(self, reason: str) -> None:
@@ -275,11 +281,18 @@ class Runner:
         except OSError:
             pass
 
+    def _spent(self, state: dict) -> bool:
+        spent = self.p.spec.budget.spent(state["step"], state["evals"], state["time_s"])
+        if self.p.spec.budget.time_s is not None and distributed.world_size() > 1:
+            spent = distributed.broadcast_object(spent)  # rank 0's clock decides: all stop together
+        return spent
+
     def _loop(self, state: dict, writer, wall0: float, wall_offset: float):
         p, opt, budget = self.p, self.opt, self.p.spec.budget
         kill_at = int(os.environ.get("HARNESS_TEST_KILL_AT_STEP", "0") or 0)
         fail_at = int(os.environ.get("HARNESS_TEST_FAIL_AT_STEP", "0") or 0)
         fail_rank = int(os.environ.get("HARNESS_TEST_FAIL_RANK", "-1"))
+        hang_at = int(os.environ.get("HARNESS_TEST_HANG_AT_STEP", "0") or 0)
         bar = None
         if self.progress and self.main:
             from tqdm import tqdm
@@ -287,11 +300,13 @@ class Runner:
             bar = tqdm(total=budget.steps, initial=state["step"], desc=f"{p.spec.optimizer} on "
                        f"{p.spec.problem}", unit="step", disable=None, leave=False)
         try:
-            while not budget.spent(state["step"], state["evals"], state["time_s"]):
+            while not self._spent(state):
                 step = state["step"]
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
                     raise RuntimeError(f"HARNESS_TEST_FAIL_AT_STEP={fail_at} reached")
+                if hang_at and step + 1 == hang_at and fail_rank in (-1, distributed.rank()):
+                    time.sleep(3600)  # test hook: a rank that stops answering (collective timeout)
                 t0 = time.perf_counter()
                 res = opt.step(step)
                 if p.device.type == "cuda":
@@ -309,7 +324,7 @@ class Runner:
                     return "diverged", f"non-finite loss {loss} at step {state['step']}"
                 if state["best_loss"] is None or loss < state["best_loss"]:
                     state["best_loss"] = loss
-                done = budget.spent(state["step"], state["evals"], state["time_s"])
+                done = self._spent(state)
                 if state["step"] % p.eval_every == 0 or done:
                     ev = p.problem.evaluate(opt.solution())
                     record.update(ev)
@@ -320,7 +335,8 @@ class Runner:
                 every = p.spec.checkpoint_every
                 if every and (state["step"] % every == 0 or done):
                     self._checkpoint(state)
-                if kill_at and state["step"] == kill_at:  # test hook: a hard kill mid-run
+                if kill_at and state["step"] == kill_at and fail_rank in (-1, distributed.rank()):
+                    # test hook: a hard kill mid-run (of every rank, or of HARNESS_TEST_FAIL_RANK)
                     writer.close()
                     os._exit(137)
                 if bar is not None:
@@ -337,7 +353,9 @@ class Terminated(Exception):
 
 
 def _raise_terminated(signum, frame):
-    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish
+    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish.
+    # Once only: a second signal must not interrupt the handling of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
@@ -353,14 +371,27 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
+# what a rank sees when a peer is gone: our collectives' error, torchrun's SIGTERM,
+# and the transport's own words for collectives inside torch (DDP's gradient all-reduce)
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+              "DistBackendError", "NCCL communicator was aborted")
+
+
+def _secondary(reason: str | None) -> bool:
+    """A failure caused by another rank's, not by this rank's own error."""
+    return (reason is None or reason.startswith(("CollectiveError:", "Terminated:"))
+            or any(text in reason for text in _PEER_LOST))
+
+
 def _peer_reason(run_dir: Path, wait_s: float = 3.0) -> str | None:
-    """The first line another rank wrote about its failure (it may take a moment to land)."""
+    """The first line another rank wrote about its own failure (it may take a moment to
+    land); ranks that only saw a broken collective are passed over for the cause."""
     deadline = time.monotonic() + wait_s
     while True:
-        files = sorted(Path(run_dir).glob("error-rank*.txt"))
-        if files:
-            rank = files[0].stem.replace("error-rank", "")
-            return f"rank {rank}: " + files[0].read_text().splitlines()[0]
+        for path in sorted(Path(run_dir).glob("error-rank*.txt")):
+            lines = path.read_text().splitlines()
+            if lines and not _secondary(lines[0]):
+                return f"rank {path.stem.replace('error-rank', '')}: {lines[0]}"
         if time.monotonic() > deadline:
             return None
         time.sleep(0.1)
