@@ -132,8 +132,10 @@ def encode_pairs(pairs, tok, device="cpu", answer_only=True):
 def token_loss(model, ids, mask):
     """Mean cross-entropy of the marked tokens (each predicted from its prefix)."""
     logits = model(input_ids=ids).logits[:, :-1].float()
-    target, m = ids[:, 1:], mask[:, 1:]
-    return torch.nn.functional.cross_entropy(logits[m], target[m])
+    target, m = ids[:, 1:], mask[:, 1:].to(logits.dtype)
+    # masked mean, not boolean indexing: no data-dependent shapes (the planner traces on meta)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    return (ce * m).sum() / m.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
