@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from harness.seeding import derive_seed
-from problems.lora_tasks import TASKS, splits, train_stream
+from problems.lora_tasks import TASKS, TASKS_VERSION, splits, train_stream
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -66,7 +66,7 @@ class WorldSpec:
     held_out: tuple[str, ...] = ("count", "max", "pattern")
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps({**asdict(self), "tasks_version": TASKS_VERSION}, sort_keys=True)
         return f"seed{self.seed}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
