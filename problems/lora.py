@@ -82,7 +82,7 @@ class LoraTasks(WeightsProblem):
         "world_hidden": Param(64, int, "offline world: base hidden size (multiple of 4)", low=4),
         "world_pretrain_steps": Param(150, int, "offline world: Adam steps of base pretraining", low=0),
         "world_experts": Param(10, int, "offline world: number of LoRA experts", low=1),
-        "world_expert_steps": Param(60, int, "offline world: Adam steps per expert", low=0),
+        "world_expert_steps": Param(100, int, "offline world: Adam steps per expert", low=0),
         "world_lora_r": Param(4, int, "offline world: LoRA rank", low=1),
     }
     METRIC = "test_accuracy"

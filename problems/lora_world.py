@@ -9,8 +9,8 @@ harness builds a world of the same shape:
      (problems/lora_tasks.py), so it knows the formats but solves little;
   2. experts: `experts` LoRA adapters (peft), each fine-tuned with Adam on the
      frozen base on its own task mixture: expert e's primary task (weight
-     0.8) is one of the non-held-out tasks, round-robin, and its secondary
-     (0.2) one of the held-out tasks, round-robin. So a held-out task (the
+     0.6) is one of the non-held-out tasks, round-robin, and its secondary
+     (0.4) one of the held-out tasks, round-robin. So a held-out task (the
      ones the GENOME benchmark evolves for, `held_out`) is no expert's main
      skill: each of several experts knows a part of it, none solves it alone,
      as in the paper, where no parent LLM masters the new tasks.
@@ -55,7 +55,7 @@ class WorldSpec:
     pretrain_steps: int = 150
     pretrain_lr: float = 3e-3
     experts: int = 10
-    expert_steps: int = 60
+    expert_steps: int = 100
     expert_lr: float = 1e-2
     lora_r: int = 4
     batch: int = 64
@@ -97,8 +97,8 @@ def lora_config(spec: WorldSpec):
 
 
 def mixtures(spec: WorldSpec) -> list[dict[str, float]]:
-    """Expert e: primary = the e-th non-held-out task (0.8), secondary = a held-out task
-    (0.2); both orders are shuffled by the world seed, so pairings differ between seeds."""
+    """Expert e: primary = the e-th non-held-out task (0.6), secondary = a held-out task
+    (0.4); both orders are shuffled by the world seed, so pairings differ between seeds."""
     g = torch.Generator().manual_seed(derive_seed(spec.seed, "mixtures"))
     main = [t for t in spec.tasks if t not in spec.held_out] or list(spec.tasks)
     held = [t for t in spec.held_out if t in spec.tasks] or list(spec.tasks)
@@ -107,7 +107,7 @@ def mixtures(spec: WorldSpec) -> list[dict[str, float]]:
     out = []
     for e in range(spec.experts):
         a, b = main[e % len(main)], held[e % len(held)]
-        out.append({a: 0.8, b: 0.2} if a != b else {a: 1.0})
+        out.append({a: 0.6, b: 0.4} if a != b else {a: 1.0})
     return out
 
 
