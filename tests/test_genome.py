@@ -199,3 +199,42 @@ def test_plan_declares_the_population(cache, monkeypatch):
     one = p.facts.trainable_bytes
     assert p.breakdown["population"] == (3 * 10 + 2 * 3 * 10 + 1) * one
     assert p.facts.trainable_count < p.facts.param_count  # adapters only, base not counted
+
+
+def test_genome_plus_resume_matches_an_uninterrupted_run_multitask(cache, tmp_path):
+    sets = {f"problem.{k}": str(v) for k, v in TINY.items()}
+    sets["optimizer.population"] = "4"
+
+    def spec(runs, steps, every):
+        return runner.RunSpec("genome+", "lora-heldout", seed=3, budget=runner.Budget(steps=steps),
+                              overrides=sets, runs_dir=str(tmp_path / runs), checkpoint_every=every)
+
+    torch.set_num_threads(1)
+    straight, _ = runner.run(spec("a", 3, 0), progress=False)
+    part, _ = runner.run(spec("b", 2, 1), progress=False)
+    _, summary = runner.resume(part, runner.Budget(steps=3), progress=False)
+    assert summary["status"] == "ok"
+    a = store.read_metrics(straight / "metrics.jsonl")
+    b = store.read_metrics(part / "metrics.jsonl")
+    assert without_time(a) == without_time(b)
+    assert {"test_accuracy_count", "test_accuracy_max", "test_accuracy_pattern"} <= set(a[-1])
+
+
+def test_reproduce_dispatch_names_the_available_ones(cli):
+    out = cli("reproduce", "nope")
+    assert out.returncode == 2 and "genome" in out.stderr
+
+
+def test_reproduce_genome_writes_the_table(cache, tmp_path):
+    from harness.reproductions import genome as repro
+
+    sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
+    torch.set_num_threads(1)
+    assert repro.main(["--tasks", "count", "--seeds", "0", "--iterations", "1",
+                       "--out", str(tmp_path / "out"), *sets]) == 0
+    table = (tmp_path / "out" / "genome_table.md").read_text()
+    for label, _, _ in repro.METHODS:
+        assert f"| {label} |" in table
+    assert "+24.06%" in table
+    rows = (tmp_path / "out" / "genome_runs.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(repro.METHODS)
