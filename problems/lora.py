@@ -88,8 +88,6 @@ class LoraTasks(WeightsProblem):
     METRIC = "test_accuracy"
     METRIC_HIGHER_IS_BETTER = True
     EVAL_EVERY = 1
-    OPTIMIZER_DEFAULTS = {"es": {"sigma": 1e-2, "alpha": 1e-2, "population": 10},
-                          "adam": {"lr": 1e-2}}
 
     # -- configuration --------------------------------------------------------
     def task_names(self) -> tuple[str, ...]:
