@@ -94,6 +94,11 @@ class Prepared:
             raise UsageError(f"--checkpoint-every {spec.checkpoint_every}: must be >= 0 (0 = never)")
         self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
         self.problem.check()
+        needs = getattr(self.opt_entry.factory, "REQUIRES_PROBLEM_METHODS", ())
+        missing = [m for m in needs if not hasattr(self.problem, m)]
+        if missing:  # same kind, but the optimizer needs more than the kind offers (genome: experts)
+            raise UsageError(f"optimizer {spec.optimizer!r} needs a problem with {', '.join(needs)} "
+                             f"(e.g. lora-*); {spec.problem!r} has no {missing[0]}")
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
 
     def config(self, run_id: str) -> dict:

@@ -1,0 +1,1 @@
+"""Paper reproductions; each module is one `python -m harness reproduce NAME`."""
