@@ -41,6 +41,7 @@ import math
 import numpy as np
 import torch
 
+from harness import distributed
 from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
@@ -138,6 +139,7 @@ class Genome(Optimizer):
         "ensemble_k": Param(3, int, "ensemble size", low=1),
     }
     REQUIRES_PROBLEM_METHODS = ("expert_adapters", "set_adapter", "accuracy")
+    DISTRIBUTED = True
 
     @classmethod
     def memory_model(cls, hp, facts) -> dict[str, int]:
@@ -185,7 +187,10 @@ class Genome(Optimizer):
         return out
 
     def gather_fitness(self, step: int) -> list[float]:
-        return self.evaluate_members(step, range(len(self.pending)))
+        # Under torchrun each rank scores its slice; the population and the operators'
+        # generators (seeded by step) are the same on every rank, so all stay in step.
+        return distributed.evaluate_population(
+            len(self.pending), lambda idx: self.evaluate_members(step, idx), self.problem.device)
 
     # -- one iteration -------------------------------------------------------------
     def _offspring(self, step: int) -> list[_Individual]:

@@ -238,3 +238,18 @@ def test_reproduce_genome_writes_the_table(cache, tmp_path):
     assert "+24.06%" in table
     rows = (tmp_path / "out" / "genome_runs.csv").read_text().splitlines()
     assert len(rows) == 1 + len(repro.METHODS)
+
+
+def test_genome_plus_under_torchrun_is_bit_identical_to_one_process(cache, tmp_path):
+    """Two gloo ranks each score half of every generation; one all-reduce of the scores."""
+    from tests.test_distributed import torchrun
+
+    one_dir, _, one = run(tmp_path / "one", "genome+", steps=2, population=5)  # also builds the world
+    sets = [a for k, v in TINY.items() for a in ("--set", f"problem.{k}={v}")]
+    proc = torchrun("--optimizer", "genome+", "--problem", "lora-count", "--seed", "0", "--steps", "2",
+                    "--set", "population=5", *sets, "--checkpoint-every", "0",
+                    "--runs-dir", str(tmp_path / "two"), env={"HARNESS_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_dir = only_run_dir(tmp_path / "two")
+    assert store.read_json(two_dir / "summary.json")["world_size"] == 2
+    assert without_time(store.read_metrics(two_dir / "metrics.jsonl")) == without_time(one)
