@@ -16,7 +16,8 @@ X_AXES = {"evals": "evaluations (loss / objective calls)", "time_s": "optimizer 
 
 
 def _band(curves: list[pd.DataFrame], x: str, y: str, points: int = 200):
-    """Mean and min-max band of several seeds' y(x) on a shared grid (where all seeds have data)."""
+    """Mean and min-max band of several seeds' y(x) on a shared grid spanning every seed;
+    a seed that ended earlier holds its last value (np.interp clamps at the ends)."""
     series = []
     for c in curves:
         if x not in c or y not in c:
@@ -27,8 +28,8 @@ def _band(curves: list[pd.DataFrame], x: str, y: str, points: int = 200):
             series.append((d[x].to_numpy(float), d[y].to_numpy(float)))
     if not series:
         return None
-    lo = max(s[0].min() for s in series)
-    hi = min(s[0].max() for s in series)
+    lo = min(s[0].min() for s in series)
+    hi = max(s[0].max() for s in series)
     if hi <= lo:
         grid = np.array([lo])
     else:
@@ -69,7 +70,8 @@ def curves_figure(problem: str, runs: pd.DataFrame, curves: dict, out: Path) -> 
             ax.grid(True, alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=9, loc="best")
-    fig.suptitle(f"{problem}: mean over seeds (line) and min-max band (shaded)", fontsize=13)
+    fig.suptitle(f"{problem}: mean over seeds (line), min-max band (shaded); "
+                 "a seed that ended earlier holds its last value", fontsize=12)
     fig.tight_layout()
     name = f"curves_{slug(problem)}.png"
     fig.savefig(out / name, dpi=110)
@@ -107,7 +109,7 @@ def memory_figure(runs: pd.DataFrame, out: Path) -> str | None:
             ax.barh(y, mean, color=colour(label), height=0.8,
                     xerr=[[mean - g.min()], [g.max() - mean]] if len(g) > 1 else None,
                     label=label if label not in seen else None, capsize=3)
-            ax.text(mean, y, f"  {mean:,.0f}", va="center", fontsize=8)
+            ax.text(g.max(), y, f"  {mean:,.0f}", va="center", fontsize=8)
             seen.add(label)
             values.extend(g)
             yticks.append(y)
