@@ -147,8 +147,8 @@ def memory_by_size_figures(runs: pd.DataFrame, out: Path) -> dict[str, str]:
             values.extend(agg["mean"])
         names = fam.groupby("param_count")["problem"].first().sort_index()
         for count, name in names.items():
-            ax.annotate(name, (count, 0), xycoords=("data", "axes fraction"), xytext=(0, 4),
-                        textcoords="offset points", rotation=90, fontsize=8, ha="center", va="bottom",
+            ax.annotate(name, (count, 1), xycoords=("data", "axes fraction"), xytext=(0, -4),
+                        textcoords="offset points", rotation=90, fontsize=8, ha="center", va="top",
                         color="0.35")
         ax.set_xscale("log")
         if spans_decades(values, 10):

@@ -58,8 +58,9 @@ def store_dir(tmp_path):
         fake_run(root, f"mezo-s-{seed}", optimizer="mezo", problem="qwen3-small", seed=seed,
                  losses=[10, 9, 8, 7, 6, 4], peak=700 * 2**20, param_count=10**7)
     fake_run(root, "mezo-t-2", optimizer="mezo", problem="qwen3-tiny", seed=2, losses=[10, float("nan")],
-             status="diverged")
-    fake_run(root, "es-t-9", optimizer="es", problem="qwen3-tiny", seed=9, losses=[10, 9], status="failed")
+             status="diverged", param_count=10**5)
+    fake_run(root, "es-t-9", optimizer="es", problem="qwen3-tiny", seed=9, losses=[10, 9], status="failed",
+             param_count=10**5)
     return root
 
 
