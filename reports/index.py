@@ -111,11 +111,12 @@ def _markdown(ctx: dict) -> str:
 CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}th,td{border:1px solid #ccc;
 padding:.25em .6em;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}
-img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}code{background:#f4f4f4}"""
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}code{background:#f4f4f4}
+.scroll{overflow-x:auto}@page{size:420mm 297mm;margin:12mm}"""
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="-", escape=True)
+    return '<div class="scroll">' + frame.to_html(index=False, border=0, na_rep="-", escape=True) + "</div>"
 
 
 def _html(ctx: dict) -> str:
@@ -167,6 +168,6 @@ def _md_table_to_html(text: str) -> str:
     """The Markdown table's cells (mean ± std) as an HTML table."""
     rows = [r.strip().strip("|").split("|") for r in text.splitlines() if r.strip()]
     head, body = rows[0], [r for r in rows[2:]]
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"]
+    out = ['<div class="scroll"><table><thead><tr>' + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"]
     out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
-    return "\n".join(out + ["</tbody></table>"])
+    return "\n".join(out + ["</tbody></table></div>"])
