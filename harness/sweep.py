@@ -93,7 +93,7 @@ def _route_sets(sets: dict[str, str], opt_schema: dict, prob_schema: dict) -> tu
 
 
 def plan(optimizers: list[str], problems: list[str], seeds: list[int], budget: dict,
-         sets: dict[str, str] | None = None, validate: bool = True) -> Plan:
+         sets: dict[str, str] | None = None, validate: bool = True, device: str = "auto") -> Plan:
     """Resolve names, split compatible from incompatible pairs, route --set keys.
 
     Every name and --set value is validated here (as `run` would), so bad input
@@ -127,11 +127,11 @@ def plan(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
         raise UsageError("no compatible optimizer/problem pair in this sweep: "
                          + "; ".join(why for _, _, why in result.incompatible))
     if validate:
-        _validate(result.items)
+        _validate(result.items, device)
     return result
 
 
-def _validate(items: list[RunItem]) -> None:
+def _validate(items: list[RunItem], device: str = "auto") -> None:
     from harness.runner import Budget, Prepared, RunSpec
 
     seen = set()
@@ -141,7 +141,7 @@ def _validate(items: list[RunItem]) -> None:
             continue
         seen.add(key)
         Prepared(RunSpec(optimizer=it.optimizer, problem=it.problem, seed=it.seed,
-                         budget=Budget(**it.budget), overrides=dict(it.sets), device="cpu"))
+                         budget=Budget(**it.budget), overrides=dict(it.sets), device=device))
 
 
 def state_of(run_dir: Path) -> str:

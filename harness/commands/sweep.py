@@ -56,13 +56,17 @@ def main(args) -> int:
 
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    if args.eval_every is not None and args.eval_every <= 0:
+        raise UsageError(f"--eval-every {args.eval_every}: must be a positive number of steps")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 (0 = never)")
     budget = budget_from_args(args, default_steps=None)
     if budget is None:
         raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
     budget_d = {k: v for k, v in vars(budget).items() if v is not None}
     sets = parse_set_args(args.set)
     plan = sweep.plan(_names(args.optimizers, "--optimizers"), _names(args.problems, "--problems"),
-                      _seeds(args.seeds), budget_d, sets)
+                      _seeds(args.seeds), budget_d, sets, device=args.device)
     extra = []
     if args.eval_every is not None:
         extra += ["--eval-every", str(args.eval_every)]
