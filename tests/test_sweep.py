@@ -127,3 +127,13 @@ def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(argv, needle, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not runs.exists()
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli_main(["sweep", "--optimizers", "cma,adam", "--problems", "sphere-2", "--seeds", "0,1",
+                     "--evals", "50", "--runs-dir", str(runs), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped (incompatible): adam x sphere-2" in out and "2 runs" in out
+    assert "cma_sphere-2_s1_evals50  [new]" in out
+    assert not runs.exists()
