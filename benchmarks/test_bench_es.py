@@ -1,6 +1,11 @@
-"""pytest-benchmark micro-benchmarks (not collected by CI: testpaths = tests).
+"""pytest-benchmark micro-benchmarks of the hot paths (not in the test suite: testpaths = tests).
 
-    OMP_NUM_THREADS=1 python -m pytest benchmarks/test_bench_es.py
+Run and compare with the committed baseline (docs/regression.md):
+
+    OMP_NUM_THREADS=1 python -m pytest benchmarks --benchmark-storage=benchmarks/baseline \
+        --benchmark-compare='*/0001_baseline' --benchmark-columns=min,median,mean,rounds
+
+Record a new baseline: same storage flag with --benchmark-save=baseline.
 """
 
 from __future__ import annotations
@@ -47,3 +52,15 @@ def test_noise_regeneration_qwen3_tiny(benchmark, tiny):
         return sum(tensor_noise(123, i, p).numel() for i, p in enumerate(params))
 
     assert benchmark(regen) == prob.param_count()
+
+
+def test_recorder_write(benchmark, tmp_path):
+    """One metrics.jsonl record (write, flush): what the runner pays per step."""
+    from harness.store import MetricsWriter
+
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    record = {"step": 1, "evals": 30, "time_s": 0.123456, "loss": 5.1234, "sigma": 0.01, "best_so_far": 5.0}
+    benchmark(writer.write, record)
+    writer.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 1 and lines[0].startswith('{"step": 1')

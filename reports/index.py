@@ -1,0 +1,173 @@
+"""`build(runs_dir, out)`: every table and figure, and index.md + index.html linking them."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+import harness
+from harness import store
+from harness.errors import UsageError
+from reports import plots, profile, tables
+from reports.load import load_runs
+
+ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
+
+
+def environment(runs: pd.DataFrame) -> pd.DataFrame:
+    """Distinct software/hardware combinations of the runs, with how many runs each."""
+    env = runs[ENV_KEYS].fillna("-").astype(str)
+    return env.value_counts().rename("runs").reset_index()
+
+
+def build(runs_dir: Path, out: Path) -> dict:
+    runs_dir, out = Path(runs_dir), Path(out)
+    if not runs_dir.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: no such directory; give the directory `run`/`sweep` wrote to")
+    runs, curves = load_runs(runs_dir)
+    if runs.empty:
+        raise UsageError(f"--runs-dir {runs_dir}: no run directories (with config.json) found there")
+    out.mkdir(parents=True, exist_ok=True)
+    table_files = tables.write(runs, out)
+    figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
+    for problem in sorted(runs["problem"].unique()):
+        name = plots.curves_figure(problem, runs, curves, out)
+        if name:
+            figures["curves"][problem] = name
+    figures["memory"] = plots.memory_figure(runs, out)
+    figures["memory_by_size"] = plots.memory_by_size_figures(runs, out)
+    cost = profile.costs(runs, curves)
+    cost.to_csv(out / "profile_costs.csv", index=False)
+    figures["profile"] = profile.figure(cost, out)
+    runs.to_csv(out / "runs.csv", index=False)
+    sweep = store.read_json(runs_dir / "sweep.json") if (runs_dir / "sweep.json").exists() else {}
+    ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
+           "env": environment(runs), "incompatible": sweep.get("incompatible", []),
+           "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "cost": cost}
+    (out / "index.md").write_text(_markdown(ctx))
+    (out / "index.html").write_text(_html(ctx))
+    return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
+
+
+NOTES = [
+    "Statistics are over the seeds whose run ended with status ok (sample standard deviation, "
+    "ddof=1); failed and diverged runs are counted in their own columns, never averaged.",
+    "Loss is each optimizer's train loss as it records it (see its adapter's docstring); the "
+    "metric is the problem's held-out evaluation, the like-for-like comparison.",
+    "Wall-clock in the curves is optimizer time (the time inside steps; evaluations of the metric "
+    "and checkpoints excluded); the table's wall-clock is the whole run.",
+    "Peak memory on CPU is the peak resident set size of the run's own process (interpreter and "
+    "libraries included); on CUDA the allocator's peak (tensors only).",
+    f"Performance profile (Dolan-More): {profile.NOTE}",
+]
+
+
+def _failed(runs: pd.DataFrame) -> pd.DataFrame:
+    bad = runs[~runs["status"].isin(["ok"])]
+    return bad[["run_id", "optimizer", "problem", "seed", "status", "reason"]]
+
+
+def _markdown(ctx: dict) -> str:
+    runs = ctx["runs"]
+    counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().sort_index().items())
+    lines = [
+        "# Optimizer comparison report", "",
+        f"Generated {ctx['generated']} by harness {harness.__version__} from `{ctx['runs_dir']}` "
+        f"({len(runs)} runs: {counts}). All runs: [runs.csv](runs.csv).", "",
+        "## Environment of the runs", "", ctx["env"].to_markdown(index=False), "",
+        "## Final results", "",
+        "All problems in one file: [final_results.csv](final_results.csv).", "",
+    ]
+    for problem, f in ctx["tables"].items():
+        lines += [f"### {problem}", "", f"[Markdown]({f['md']}) · [CSV]({f['csv']})", "", f["markdown"], ""]
+        if problem in ctx["figures"]["curves"]:
+            name = ctx["figures"]["curves"][problem]
+            lines += [f"![{problem} curves]({name})", ""]
+    lines += ["## Peak memory", ""]
+    if ctx["figures"]["memory"]:
+        lines += [f"![peak memory]({ctx['figures']['memory']})", ""]
+    for family, name in ctx["figures"]["memory_by_size"].items():
+        lines += [f"### {family}: by model size", "", f"![{family} memory by size]({name})", ""]
+    lines += ["## Performance profile", ""]
+    if ctx["figures"]["profile"]:
+        lines += [f"![performance profile]({ctx['figures']['profile']})", "",
+                  "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
+    else:
+        lines += ["No problem has a finite loss to build a profile from.", ""]
+    failed = _failed(runs)
+    if len(failed):
+        lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
+    if ctx["incompatible"]:
+        lines += ["## Pairs skipped by the sweep (incompatible kinds)", ""]
+        lines += [f"- {i['optimizer']} x {i['problem']}: {i['reason']}" for i in ctx["incompatible"]] + [""]
+    lines += ["## How the numbers are measured", ""] + [f"- {n}" for n in NOTES] + [""]
+    return "\n".join(lines)
+
+
+CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}th,td{border:1px solid #ccc;
+padding:.25em .6em;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}code{background:#f4f4f4}
+.scroll{overflow-x:auto}@page{size:420mm 297mm;margin:12mm}"""
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    return '<div class="scroll">' + frame.to_html(index=False, border=0, na_rep="-", escape=True) + "</div>"
+
+
+def _html(ctx: dict) -> str:
+    esc = html.escape
+    runs = ctx["runs"]
+    counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().sort_index().items())
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<title>Optimizer comparison report</title>", f"<style>{CSS}</style></head><body>",
+        "<h1>Optimizer comparison report</h1>",
+        f"<p>Generated {esc(ctx['generated'])} by harness {esc(harness.__version__)} from "
+        f"<code>{esc(ctx['runs_dir'])}</code> ({len(runs)} runs: {esc(counts)}). "
+        '<a href="runs.csv">All runs (CSV)</a>.</p>',
+        "<h2>Environment of the runs</h2>", _table_html(ctx["env"]),
+        '<h2>Final results</h2><p>All problems in one file: <a href="final_results.csv">final_results.csv</a>.</p>',
+    ]
+    for problem, f in ctx["tables"].items():
+        parts += [f"<h3>{esc(problem)}</h3>",
+                  f'<p><a href="{esc(f["md"])}">Markdown</a> · <a href="{esc(f["csv"])}">CSV</a></p>',
+                  _md_table_to_html(f["markdown"])]
+        if problem in ctx["figures"]["curves"]:
+            name = ctx["figures"]["curves"][problem]
+            parts.append(f'<a href="{esc(name)}"><img src="{esc(name)}" alt="{esc(problem)} curves"></a>')
+    parts.append("<h2>Peak memory</h2>")
+    if ctx["figures"]["memory"]:
+        parts.append(f'<a href="memory.png"><img src="{esc(ctx["figures"]["memory"])}" alt="peak memory"></a>')
+    for family, name in ctx["figures"]["memory_by_size"].items():
+        parts += [f"<h3>{esc(family)}: by model size</h3>",
+                  f'<a href="{esc(name)}"><img src="{esc(name)}" alt="{esc(family)} memory by size"></a>']
+    parts.append("<h2>Performance profile</h2>")
+    if ctx["figures"]["profile"]:
+        parts += ['<a href="profile.png"><img src="profile.png" alt="performance profile"></a>',
+                  '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
+    else:
+        parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+    failed = _failed(runs)
+    if len(failed):
+        parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
+    if ctx["incompatible"]:
+        parts += ["<h2>Pairs skipped by the sweep (incompatible kinds)</h2><ul>"]
+        parts += [f"<li>{esc(i['optimizer'])} x {esc(i['problem'])}: {esc(i['reason'])}</li>"
+                  for i in ctx["incompatible"]] + ["</ul>"]
+    parts += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{esc(n)}</li>" for n in NOTES]
+    parts += ["</ul></body></html>", ""]
+    return "\n".join(parts)
+
+
+def _md_table_to_html(text: str) -> str:
+    """The Markdown table's cells (mean ± std) as an HTML table."""
+    rows = [r.strip().strip("|").split("|") for r in text.splitlines() if r.strip()]
+    head, body = rows[0], [r for r in rows[2:]]
+    out = ['<div class="scroll"><table><thead><tr>' + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
+    return "\n".join(out + ["</tbody></table></div>"])
