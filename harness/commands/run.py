@@ -31,6 +31,18 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    from harness import distributed
+
+    try:
+        return _run(args)
+    finally:
+        # Tear the process group down before the interpreter exits: a gloo group left
+        # to static destructors can abort the process ("terminate called without an
+        # active exception") after a run that succeeded.
+        distributed.shutdown()
+
+
+def _run(args) -> int:
     from harness import runner
     from harness.errors import UsageError
     from harness.params import parse_set_args
