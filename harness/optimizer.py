@@ -46,6 +46,16 @@ class Optimizer:
     def step(self, step: int) -> StepResult:
         raise NotImplementedError
 
+    def done(self) -> bool:
+        """True when further steps cannot change the solution (one-shot methods such as
+        magnitude pruning); the runner then stops before the budget is spent."""
+        return False
+
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any]) -> None:
+        """Validate resolved hyperparameters beyond their Param types (raise UsageError);
+        called before anything is built or written. Default: nothing."""
+
     def solution(self) -> Any:
         """What problem.evaluate() scores: None for weights problems (the model is the
         solution, held in place), a config dict for search spaces, masks for pruning."""
