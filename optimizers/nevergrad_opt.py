@@ -1,0 +1,95 @@
+"""Any nevergrad optimizer by name (`--set name=...`, default NGOpt), ask/tell.
+
+The search space becomes nevergrad's own parametrization (ng.p.Dict of
+ng.p.Scalar / ng.p.Log with integer casting for Int, ng.p.Choice for
+Choice), whose random_state is a numpy RandomState seeded from the run seed,
+so a run is reproducible. nevergrad optimizers plan for a budget (NGOpt
+picks its algorithm from budget and dimension): `budget` says how many
+evaluations to plan for (default: none announced). One step = `batch`
+candidates asked, evaluated and told. Solution: the optimizer's
+recommendation. Checkpoint: the optimizer is pickled.
+"""
+
+from __future__ import annotations
+
+import difflib
+import pickle
+
+import numpy as np
+
+from harness.errors import UsageError
+from harness.optimizer import Optimizer, StepResult
+from harness.params import Param
+from harness.registry import register_optimizer
+from harness.seeding import derive_seed
+from harness.space import Choice, Float, Int
+
+
+def ng_parametrization(space, seed: int):
+    import nevergrad as ng
+
+    params = {}
+    for d in space.dims:
+        if isinstance(d, Choice):
+            params[d.name] = ng.p.Choice(list(d.options))
+        else:
+            scalar = (ng.p.Log(lower=d.low, upper=d.high) if d.log
+                      else ng.p.Scalar(lower=d.low, upper=d.high))
+            params[d.name] = scalar.set_integer_casting() if isinstance(d, Int) else scalar
+    param = ng.p.Dict(**params)
+    param.random_state = np.random.RandomState(derive_seed(seed, "nevergrad") % 2**32)
+    return param
+
+
+@register_optimizer("nevergrad", kinds=["search-space"],
+                    description="any nevergrad optimizer by --set name=... (default NGOpt)")
+class Nevergrad(Optimizer):
+    PARAMS = {
+        "name": Param("NGOpt", str, "nevergrad optimizer (a key of nevergrad.optimizers.registry)"),
+        "budget": Param(None, int, "evaluations nevergrad plans for (NGOpt chooses by it)",
+                        low=1, optional=True),
+        "batch": Param(1, int, "candidates per step", low=1),
+    }
+
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        import nevergrad as ng
+
+        names = sorted(ng.optimizers.registry)
+        if hp["name"] not in ng.optimizers.registry:
+            close = difflib.get_close_matches(hp["name"], names, n=5, cutoff=0.5)
+            common = [n for n in ("NGOpt", "CMA", "TwoPointsDE", "PSO", "OnePlusOne", "RandomSearch")
+                      if n not in close]
+            raise UsageError(
+                f"--set name={hp['name']!r}: not a nevergrad optimizer; valid names include "
+                f"{', '.join(close + common)} ({len(names)} in nevergrad.optimizers.registry)")
+
+    def setup(self) -> None:
+        import nevergrad as ng
+
+        param = ng_parametrization(self.problem.space, self.seed)
+        self.opt = ng.optimizers.registry[self.hp["name"]](parametrization=param, budget=self.hp["budget"],
+                                                           num_workers=1)
+        self.best = float("inf")
+
+    def step(self, step: int) -> StepResult:
+        values = []
+        for _ in range(self.hp["batch"]):
+            cand = self.opt.ask()
+            value = float(self.problem.objective(dict(cand.value)))
+            self.opt.tell(cand, value)
+            values.append(value)
+        self.best = min(self.best, *values)
+        return StepResult(loss=min(values), evals=len(values), extra={"best_so_far": self.best})
+
+    def solution(self):
+        if self.opt.num_tell == 0:
+            return None
+        return dict(self.opt.provide_recommendation().value)
+
+    def state_dict(self) -> dict:
+        return {"opt": pickle.dumps(self.opt), "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt = pickle.loads(state["opt"])
+        self.best = state["best"]
