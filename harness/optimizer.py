@@ -25,6 +25,9 @@ class Optimizer:
     NAME = "?"
     KINDS: tuple[str, ...] = ()
     PARAMS: dict[str, Param] = {}
+    # The run's budget (harness.runner.Budget: steps, evals, time_s), set by the runner
+    # before setup() for optimizers that plan for it (e.g. nevergrad); None outside a run.
+    run_budget = None
 
     def __init__(self, problem, hparams: dict[str, Any], seed: int):
         self.problem = problem

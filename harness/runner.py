@@ -260,6 +260,7 @@ class Runner:
             if p.problem.OBJECTIVE_METHODS:
                 self.clock = _ObjectiveClock(p.problem)
             self.opt = p.opt_entry.factory(p.problem, p.opt_hp, p.spec.seed)
+            self.opt.run_budget = p.spec.budget
             self.opt.setup()
             ckpt_path = self.dir / "checkpoint.pt"
             if resume and ckpt_path.exists():

@@ -5,7 +5,8 @@ ng.p.Scalar / ng.p.Log with integer casting for Int, ng.p.Choice for
 Choice), whose random_state is a numpy RandomState seeded from the run seed,
 so a run is reproducible. nevergrad optimizers plan for a budget (NGOpt
 picks its algorithm from budget and dimension): `budget` says how many
-evaluations to plan for (default: none announced). One step = `batch`
+evaluations to plan for (default: the run's --evals, else --steps x batch;
+none with --time only). One step = `batch`
 candidates asked, evaluated and told. Solution: the optimizer's
 recommendation. Checkpoint: the optimizer is pickled.
 """
@@ -46,8 +47,8 @@ def ng_parametrization(space, seed: int):
 class Nevergrad(Optimizer):
     PARAMS = {
         "name": Param("NGOpt", str, "nevergrad optimizer (a key of nevergrad.optimizers.registry)"),
-        "budget": Param(None, int, "evaluations nevergrad plans for (NGOpt chooses by it)",
-                        low=1, optional=True),
+        "budget": Param(None, int, "evaluations nevergrad plans for (NGOpt chooses by it); default: "
+                        "the run's --evals, else --steps x batch", low=1, optional=True),
         "batch": Param(1, int, "candidates per step", low=1),
     }
 
@@ -68,7 +69,11 @@ class Nevergrad(Optimizer):
         import nevergrad as ng
 
         param = ng_parametrization(self.problem.space, self.seed)
-        self.opt = ng.optimizers.registry[self.hp["name"]](parametrization=param, budget=self.hp["budget"],
+        budget = self.hp["budget"]
+        run = self.run_budget
+        if budget is None and run is not None:   # NGOpt needs one to choose its algorithm
+            budget = run.evals or (run.steps * self.hp["batch"] if run.steps else None)
+        self.opt = ng.optimizers.registry[self.hp["name"]](parametrization=param, budget=budget,
                                                            num_workers=1)
         self.best = float("inf")
 

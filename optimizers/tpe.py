@@ -46,15 +46,16 @@ class TPE(Optimizer):
     PARAMS = {
         "batch": Param(1, int, "trials per step", low=1),
         "n_startup_trials": Param(10, int, "random trials before TPE takes over", low=0),
-        "multivariate": Param(False, bool, "multivariate TPE (joint density over dimensions)"),
+        "multivariate": Param(None, bool, "multivariate TPE (joint density over dimensions); "
+                              "default: the installed Optuna's default", optional=True),
     }
 
     def make_sampler(self):
         import optuna
 
+        kwargs = {} if self.hp["multivariate"] is None else {"multivariate": self.hp["multivariate"]}
         return optuna.samplers.TPESampler(seed=sampler_seed(self.seed),
-                                          n_startup_trials=self.hp["n_startup_trials"],
-                                          multivariate=self.hp["multivariate"])
+                                          n_startup_trials=self.hp["n_startup_trials"], **kwargs)
 
     def setup(self) -> None:
         import optuna
