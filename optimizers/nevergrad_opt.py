@@ -8,13 +8,16 @@ picks its algorithm from budget and dimension): `budget` says how many
 evaluations to plan for (default: the run's --evals, else --steps x batch;
 none with --time only). One step = `batch`
 candidates asked, evaluated and told. Solution: the optimizer's
-recommendation. Checkpoint: the optimizer is pickled.
+recommendation. Checkpoint: the history of told (candidate, loss) pairs, not a
+pickle (several nevergrad optimizers, e.g. the recast SQP/Cobyla ones NGOpt
+picks for small budgets, refuse pickling); on resume a freshly seeded
+optimizer is replayed through that history, and each replayed ask must give
+the stored candidate again (checked), which makes the continuation exact.
 """
 
 from __future__ import annotations
 
 import difflib
-import pickle
 
 import numpy as np
 
@@ -76,6 +79,10 @@ class Nevergrad(Optimizer):
         self.opt = ng.optimizers.registry[self.hp["name"]](parametrization=param, budget=budget,
                                                            num_workers=1)
         self.best = float("inf")
+        self.history: list[tuple[np.ndarray, float]] = []   # standardized candidate, loss
+
+    def _data(self, cand) -> np.ndarray:
+        return np.asarray(cand.get_standardized_data(reference=self.opt.parametrization), dtype=float)
 
     def step(self, step: int) -> StepResult:
         values = []
@@ -83,6 +90,7 @@ class Nevergrad(Optimizer):
             cand = self.opt.ask()
             value = float(self.problem.objective(dict(cand.value)))
             self.opt.tell(cand, value)
+            self.history.append((self._data(cand), value))
             values.append(value)
         self.best = min(self.best, *values)
         return StepResult(loss=min(values), evals=len(values), extra={"best_so_far": self.best})
@@ -93,8 +101,15 @@ class Nevergrad(Optimizer):
         return dict(self.opt.provide_recommendation().value)
 
     def state_dict(self) -> dict:
-        return {"opt": pickle.dumps(self.opt), "best": self.best}
+        return {"history": [(x.copy(), f) for x, f in self.history], "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
-        self.opt = pickle.loads(state["opt"])
+        self.setup()   # a fresh optimizer with the run's seed, replayed below
+        for i, (x, f) in enumerate(state["history"]):
+            cand = self.opt.ask()
+            if not np.allclose(self._data(cand), x, rtol=0, atol=1e-12):
+                raise RuntimeError(f"nevergrad {self.hp['name']}: replay diverged at candidate {i}; "
+                                   "the checkpoint cannot be continued exactly")
+            self.opt.tell(cand, f)
+            self.history.append((x, f))
         self.best = state["best"]

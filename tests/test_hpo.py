@@ -147,3 +147,18 @@ def test_reproduce_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args,
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
     assert not any(tmp_path.iterdir())
+
+
+def test_nevergrad_resume_after_hard_kill_is_exact(cli, tmp_path):
+    # on sphere-5 with 6 evals NGOpt picks a recast optimizer that refuses pickling: replayed
+    args = ["run", "--optimizer", "nevergrad", "--problem", "sphere-5", "--steps", "6", "--checkpoint-every",
+            "2", "--no-progress"]
+    env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    assert cli(*args, "--runs-dir", str(tmp_path / "a"), env=env).returncode == 0
+    killed = cli(*args, "--runs-dir", str(tmp_path / "b"), env={**env, "HARNESS_TEST_KILL_AT_STEP": "5"})
+    assert killed.returncode == 137
+    run_b = next((tmp_path / "b").iterdir())
+    resumed = cli("run", "--resume", str(run_b), "--no-progress", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    run_a = next((tmp_path / "a").iterdir())
+    assert without_time(load_jsonl(run_b / "metrics.jsonl")) == without_time(load_jsonl(run_a / "metrics.jsonl"))
