@@ -28,13 +28,14 @@ PAPER = {
 }
 
 PARAMS = {
-    "adam_steps": Param(300, int, "AdamW steps of adam on digits-mlp", low=1),
-    "sparsities": Param("50,70,90,95,98", str, "digits-prune-<s> problems to run"),
+    "adam_steps": Param(300, int, "AdamW steps of adam on digits-mlp (0 = skip)", low=0),
+    "sparsities": Param("50,70,90,95,98", str, "digits-prune-<s> problems to run (empty = skip)"),
     "prune_optimizers": Param("magnitude,synflow,synflow-cma", str, "pruning optimizers"),
     "prune_evals": Param(100, int, "evaluation budget of synflow-cma (validation F1 calls)", low=1),
     "prune_train_steps": Param(None, int, "AdamW steps of the dense net to prune (default: the "
                                "problem's 2000)", low=1, optional=True),
-    "hpo_problems": Param("digits-hpo,digits-hpo-31", str, "search-space problems to run"),
+    "hpo_problems": Param("digits-hpo,digits-hpo-31", str, "search-space problems to run "
+                          "(empty = skip)"),
     "hpo_optimizers": Param("tpe,cma,nevergrad,random", str, "HPO optimizers"),
     "hpo_evals": Param(30, int, "evaluations (trained configurations) per HPO run", low=1),
     "hpo_train_steps": Param(None, int, "AdamW steps per configuration (default: the problem's "
@@ -50,10 +51,10 @@ def check(options: dict) -> None:
     """Every name resolves and every pair is compatible before any run starts."""
     from harness import registry
 
-    for s in _names(options["sparsities"]):
+    sparsities = _names(options["sparsities"])
+    for s in sparsities:
         registry.problem(f"digits-prune-{s}")
-    pairs = [(o, "digits-prune-" + _names(options["sparsities"])[0])
-             for o in _names(options["prune_optimizers"])]
+    pairs = [(o, f"digits-prune-{sparsities[0]}") for o in _names(options["prune_optimizers"]) if sparsities]
     pairs += [(o, p) for o in _names(options["hpo_optimizers"]) for p in _names(options["hpo_problems"])]
     for o, p in pairs:
         registry.check_compatible(registry.optimizer(o), registry.problem(p))
@@ -108,7 +109,7 @@ def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> P
     rows = []
     t_start = time.perf_counter()
     print(f"seed003: seeds {seeds}, runs under {runs_dir}", file=sys.stderr)
-    for seed in seeds:
+    for seed in seeds if options["adam_steps"] else ():
         rows.append(dict(_run(runs_dir, "adam", "digits-mlp", seed, Budget(steps=options["adam_steps"]), {}),
                          part="adam"))
     prune_over = {}
@@ -139,7 +140,7 @@ def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> P
                 # eval only at the end: the metric is the final solution's validation F1
                 row = _run(runs_dir, opt, prob, seed, Budget(evals=evals), over, eval_every=10**9)
                 rows.append(dict(row, part="hpo", dim=dim))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=sorted({k for r in rows for k in r} | {"part"}))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "runs.csv", index=False)
@@ -169,12 +170,13 @@ def report(df, seeds, options, elapsed_s: float) -> str:
     adam = df[df.part == "adam"]
     prune = df[df.part == "prune"]
     hpo = df[df.part == "hpo"]
-    lines += ["## Gradient baseline", "",
-              "| quantity | paper | measured |", "| --- | --- | --- |"]
+    if not adam.empty or not prune.empty:
+        lines += ["## Gradient baseline", "",
+                  "| quantity | paper | measured |", "| --- | --- | --- |"]
     if not adam.empty:
         lines.append(f"| Adam, digits-mlp (64-64-10, {options['adam_steps']} steps), test macro-F1 "
                      f"| ~{PAPER['adam_f1']} | {_ms(adam.final_metric)} |")
-    if "dense_f1" in prune:
+    if not prune.empty and "dense_f1" in prune:
         dense = prune.groupby("seed").dense_f1.first()
         lines.append(f"| Adam, dense net pruned below (64-256-256-10), test macro-F1 | - | {_ms(dense)} |")
     lines.append("")
