@@ -26,7 +26,7 @@ from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from harness.space import Choice, Float, Int
+from harness.space import Choice, Int
 
 
 def ng_parametrization(space, seed: int):

@@ -127,14 +127,14 @@ def test_one_shot_methods_stop_after_one_step_and_dense_net_is_cached(tmp_path, 
     def no_training(*a, **k):
         raise AssertionError("the cached dense net must be reused")
 
+    train_dense = dp.train_dense
     monkeypatch.setattr(dp, "train_dense", no_training)
     _, again = run(RunSpec(optimizer="synflow", problem="digits-prune-70", budget=Budget(steps=1),
                            overrides={**SMALL, "iterations": "5"}, runs_dir=str(tmp_path)), progress=False)
     assert again["status"] == "ok"
-    # a different seed is a different dense network
-    p0, p1 = _problem(70, seed=0, train_steps="150"), None
-    monkeypatch.undo()
-    p1 = _problem(70, seed=1)
+    p0 = _problem(70, seed=0)
+    monkeypatch.setattr(dp, "train_dense", train_dense)
+    p1 = _problem(70, seed=1)            # a different seed is a different dense network
     assert not torch.equal(p0.dense[0], p1.dense[0])
 
 

@@ -75,7 +75,7 @@ def _last_eval(run_dir: Path) -> dict:
 
 def _run(runs_dir: str, optimizer: str, problem: str, seed: int, budget, overrides: dict,
          eval_every: int | None = None) -> dict:
-    from harness import runner, store
+    from harness import runner
 
     t0 = time.perf_counter()
     spec = runner.RunSpec(optimizer=optimizer, problem=problem, seed=seed, budget=budget,
