@@ -1,20 +1,23 @@
 """torch.distributed for runs launched with torchrun (gloo on CPU, NCCL on GPU).
 
 Population methods shard their members over ranks and exchange only fitness
-scalars: each rank fills its members' entries of a length-N vector with zeros
-elsewhere, and one all-reduce (sum) gives every rank the whole vector, so
-every rank applies the identical update. Only rank 0 writes the run store.
+scalars (`evaluate_population`: each rank scores its `shard(n)`, fills its
+members' entries of a length-n vector with zeros elsewhere, and one all-reduce
+(sum) gives every rank the whole vector, exactly), so every rank applies the
+identical update. Gradient methods use DistributedDataParallel on
+`shard_batch` slices. Only rank 0 writes the run store. See docs/distributed.md.
 
 Collectives run under the process group's timeout (HARNESS_DIST_TIMEOUT
 seconds, default 300), so a rank that dies or hangs ends the run instead of
-blocking it forever.
+blocking it forever; a failed collective is re-raised as CollectiveError, one
+line naming the collective, this rank and the timeout.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -32,7 +35,7 @@ def init(device: torch.device) -> torch.device:
     """Join the process group if launched with torchrun; returns this rank's device."""
     if not launched() or dist.is_initialized():
         return device
-    timeout = timedelta(seconds=float(os.environ.get("HARNESS_DIST_TIMEOUT", "300")))
+    timeout = timedelta(seconds=timeout_s())
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -67,19 +70,63 @@ def shard(n: int) -> list[int]:
     return list(range(start, start + base + (1 if r < extra else 0)))
 
 
-def exchange_fitness(local: dict[int, float], n: int, device: torch.device) -> list[float]:
-    """Every rank's {member index: fitness} merged into one list of n floats on all ranks."""
+class CollectiveError(RuntimeError):
+    """A collective did not complete: a peer rank died, failed or hung past the timeout."""
+
+
+def _collective(name: str, fn, *args, **kwargs):
+    """Run one collective; a failure names the collective and the likely cause in one line."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # gloo: "Connection closed by peer", timeouts; nccl: watchdog
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CollectiveError(
+            f"{name} failed on rank {rank()} of {world_size()} (a peer rank died, failed or "
+            f"did not answer within HARNESS_DIST_TIMEOUT={timeout_s():g}s): {first}") from exc
+
+
+def timeout_s() -> float:
+    return float(os.environ.get("HARNESS_DIST_TIMEOUT", "300"))
+
+
+def all_reduce_sum(values, device: torch.device) -> list[float]:
+    """Element-wise sum over ranks of a list of floats (float64), returned on every rank."""
     global EXCHANGED_BYTES
-    vec = torch.zeros(n, dtype=torch.float64)
+    vec = torch.as_tensor(list(values), dtype=torch.float64)
+    if not active():
+        return vec.tolist()
+    comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = vec.to(comm_device)
+    _collective("all_reduce", dist.all_reduce, buf, op=dist.ReduceOp.SUM)
+    EXCHANGED_BYTES += buf.numel() * buf.element_size()
+    return buf.cpu().tolist()
+
+
+def exchange_fitness(local: dict[int, float], n: int, device: torch.device) -> list[float]:
+    """Every rank's {member index: fitness} merged into one list of n floats on all ranks.
+
+    Each member is filled by exactly one rank and the others add 0.0, so the sum is
+    exact: every rank gets bit for bit the values their owner computed (NaN included).
+    """
+    vec = [0.0] * n
     for i, f in local.items():
         vec[i] = f
-    if active():
-        comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
-        buf = vec.to(comm_device)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-        vec = buf.cpu()
-        EXCHANGED_BYTES += vec.numel() * vec.element_size()
-    return vec.tolist()
+    return all_reduce_sum(vec, device)
+
+
+def evaluate_population(n: int, evaluate: Callable[[list[int]], list[float]],
+                        device: torch.device) -> list[float]:
+    """Score a population of n members sharded over the ranks: this rank calls
+    evaluate(its shard(n) indices) -> one float per index, and one all-reduce of n
+    float64 gives every rank all n scores in member order. The single place where
+    population methods (es, mezo, genome) split their work, so they all shard alike.
+    A rank whose shard is empty (n < world size) still calls evaluate([]): a method
+    that must replay every member to stay bit-identical does so there."""
+    mine = shard(n)
+    scores = list(evaluate(mine))
+    if len(scores) != len(mine):
+        raise RuntimeError(f"evaluate returned {len(scores)} scores for {len(mine)} members")
+    return exchange_fitness(dict(zip(mine, scores)), n, device)
 
 
 def broadcast_object(obj: Any) -> Any:
@@ -87,7 +134,7 @@ def broadcast_object(obj: Any) -> Any:
     if not active():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    _collective("broadcast_object", dist.broadcast_object_list, box, src=0)
     return box[0]
 
 
@@ -95,7 +142,7 @@ def gather_object(obj: Any) -> list[Any]:
     if not active():
         return [obj]
     out: list[Any] = [None] * world_size()
-    dist.all_gather_object(out, obj)
+    _collective("all_gather_object", dist.all_gather_object, out, obj)
     return out
 
 

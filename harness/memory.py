@@ -1,8 +1,10 @@
 """Peak memory of the current run.
 
-CPU: the peak resident set size of this process (getrusage ru_maxrss), which
-includes the interpreter and imported libraries; one run per process (as
-`sweep` does) makes it the run's own figure. CUDA: the caching allocator's
+CPU: the peak resident set size of this process's address space (VmHWM in
+/proc/self/status), which includes the interpreter and imported libraries; one
+run per process (as `sweep` does) makes it the run's own figure. Not getrusage's
+ru_maxrss: Linux carries that over from the parent across fork and exec, so a
+run started by a large process (a sweep, pytest) would report the parent's peak. CUDA: the caching allocator's
 peak (`torch.cuda.max_memory_allocated`) after a reset at run start, which
 counts tensors only, not the CUDA context or allocator slack.
 """
@@ -16,6 +18,13 @@ import torch
 
 
 def cpu_peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return int(peak if sys.platform == "darwin" else peak * 1024)

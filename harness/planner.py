@@ -301,8 +301,9 @@ def cached_model_facts(problem, device_type: str = "cpu", isolated: bool = True,
 # -- framework overhead -------------------------------------------------------
 
 _BASELINE_SCRIPT = """
-import importlib, io, resource, sys, torch
+import importlib, io, sys, torch
 from harness import registry
+from harness.memory import cpu_peak_rss_bytes
 registry.load_all()
 for name in sys.argv[1:]:  # what the problem and optimizer import when they build
     importlib.import_module(name)
@@ -310,14 +311,14 @@ for name in sys.argv[1:]:  # what the problem and optimizer import when they bui
 lin = torch.nn.Linear(64, 64)
 lin(torch.randn(8, 64)).sum().backward()
 torch.save({"w": lin.weight}, io.BytesIO())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(cpu_peak_rss_bytes())
 """
 
 
 def _stack_key() -> str:
     from harness.envinfo import _version
 
-    return "|".join(str(v) for v in (sys.executable, sys.version.split()[0], torch.__version__,
+    return "|".join(str(v) for v in ("vmhwm", sys.executable, sys.version.split()[0], torch.__version__,
                                      _version("transformers"), _version("numpy"),
                                      os.environ.get("OMP_NUM_THREADS", "")))
 

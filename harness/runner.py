@@ -97,6 +97,11 @@ class Prepared:
             raise UsageError(f"--checkpoint-every {spec.checkpoint_every}: must be >= 0 (0 = never)")
         self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
         self.problem.check()
+        needs = getattr(self.opt_entry.factory, "REQUIRES_PROBLEM_METHODS", ())
+        missing = [m for m in needs if not hasattr(self.problem, m)]
+        if missing:  # same kind, but the optimizer needs more than the kind offers (genome: experts)
+            raise UsageError(f"optimizer {spec.optimizer!r} needs a problem with {', '.join(needs)} "
+                             f"(e.g. lora-*); {spec.problem!r} has no {missing[0]}")
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
 
     def config(self, run_id: str) -> dict:
@@ -290,16 +295,22 @@ class Runner:
             status, reason = "failed", _one_line(exc)
             self._record_error(reason)
         finally:
+            # a SIGTERM now (torchrun stopping the ranks after one failed) must not cut the
+            # summary short: ignore it until the summary is written, then restore
             if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if writer is not None:
                 writer.close()
             state["wall_s"] = wall_offset + (time.perf_counter() - wall0)
-            if status == "failed" and distributed.world_size() > 1:
+            if status == "failed" and distributed.world_size() > 1 and _secondary(reason):
+                # this rank only saw the failure (a collective broke, torchrun's SIGTERM):
+                # the cause is what the failing rank wrote, if it wrote anything
                 reason = _peer_reason(self.dir) or reason
             summary = self._summary(status, reason, state, peak or mem.peak_bytes(), mem.method)
             if self.main:
                 store.write_json(self.dir / "summary.json", summary)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         return summary
 
     def _record_error(self, reason: str) -> None:
@@ -311,11 +322,18 @@ class Runner:
         except OSError:
             pass
 
+    def _spent(self, state: dict) -> bool:
+        spent = self.p.spec.budget.spent(state["step"], state["evals"], state["time_s"])
+        if self.p.spec.budget.time_s is not None and distributed.world_size() > 1:
+            spent = distributed.broadcast_object(spent)  # rank 0's clock decides: all stop together
+        return spent
+
     def _loop(self, state: dict, writer, wall0: float, wall_offset: float):
         p, opt, budget = self.p, self.opt, self.p.spec.budget
         kill_at = int(os.environ.get("HARNESS_TEST_KILL_AT_STEP", "0") or 0)
         fail_at = int(os.environ.get("HARNESS_TEST_FAIL_AT_STEP", "0") or 0)
         fail_rank = int(os.environ.get("HARNESS_TEST_FAIL_RANK", "-1"))
+        hang_at = int(os.environ.get("HARNESS_TEST_HANG_AT_STEP", "0") or 0)
         bar = None
         if self.progress and self.main:
             from tqdm import tqdm
@@ -323,11 +341,13 @@ class Runner:
             bar = tqdm(total=budget.steps, initial=state["step"], desc=f"{p.spec.optimizer} on "
                        f"{p.spec.problem}", unit="step", disable=None, leave=False)
         try:
-            while not (budget.spent(state["step"], state["evals"], state["time_s"]) or opt.done()):
+            while not (self._spent(state) or opt.done()):
                 step = state["step"]
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
                     raise RuntimeError(f"HARNESS_TEST_FAIL_AT_STEP={fail_at} reached")
+                if hang_at and step + 1 == hang_at and fail_rank in (-1, distributed.rank()):
+                    time.sleep(3600)  # test hook: a rank that stops answering (collective timeout)
                 obj0 = self.clock.total if self.clock is not None else 0.0
                 t0 = time.perf_counter()
                 res = opt.step(step)
@@ -353,7 +373,7 @@ class Runner:
                     return "diverged", f"non-finite loss {loss} at step {state['step']}"
                 if state["best_loss"] is None or loss < state["best_loss"]:
                     state["best_loss"] = loss
-                done = budget.spent(state["step"], state["evals"], state["time_s"]) or opt.done()
+                done = self._spent(state) or opt.done()
                 if state["step"] % p.eval_every == 0 or done:
                     ev = p.problem.evaluate(opt.solution())
                     record.update(ev)
@@ -364,7 +384,8 @@ class Runner:
                 every = p.spec.checkpoint_every
                 if every and (state["step"] % every == 0 or done):
                     self._checkpoint(state)
-                if kill_at and state["step"] == kill_at:  # test hook: a hard kill mid-run
+                if kill_at and state["step"] == kill_at and fail_rank in (-1, distributed.rank()):
+                    # test hook: a hard kill mid-run (of every rank, or of HARNESS_TEST_FAIL_RANK)
                     writer.close()
                     os._exit(137)
                 if bar is not None:
@@ -381,7 +402,9 @@ class Terminated(Exception):
 
 
 def _raise_terminated(signum, frame):
-    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish
+    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish.
+    # Once only: a second signal must not interrupt the handling of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
@@ -397,14 +420,27 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
+# what a rank sees when a peer is gone: our collectives' error, torchrun's SIGTERM,
+# and the transport's own words for collectives inside torch (DDP's gradient all-reduce)
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+              "DistBackendError", "NCCL communicator was aborted")
+
+
+def _secondary(reason: str | None) -> bool:
+    """A failure caused by another rank's, not by this rank's own error."""
+    return (reason is None or reason.startswith(("CollectiveError:", "Terminated:"))
+            or any(text in reason for text in _PEER_LOST))
+
+
 def _peer_reason(run_dir: Path, wait_s: float = 3.0) -> str | None:
-    """The first line another rank wrote about its failure (it may take a moment to land)."""
+    """The first line another rank wrote about its own failure (it may take a moment to
+    land); ranks that only saw a broken collective are passed over for the cause."""
     deadline = time.monotonic() + wait_s
     while True:
-        files = sorted(Path(run_dir).glob("error-rank*.txt"))
-        if files:
-            rank = files[0].stem.replace("error-rank", "")
-            return f"rank {rank}: " + files[0].read_text().splitlines()[0]
+        for path in sorted(Path(run_dir).glob("error-rank*.txt")):
+            lines = path.read_text().splitlines()
+            if lines and not _secondary(lines[0]):
+                return f"rank {path.stem.replace('error-rank', '')}: {lines[0]}"
         if time.monotonic() > deadline:
             return None
         time.sleep(0.1)

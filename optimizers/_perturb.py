@@ -47,6 +47,20 @@ class Perturber:
             del eps
 
     @torch.no_grad()
+    def bounce(self, seed: int, scale: float) -> None:
+        """add(seed, scale) then add(seed, -scale), bit for bit, with each tensor's noise
+        generated once: how a rank replays a member it does not score (distributed ES)."""
+        for i, p in enumerate(self.params):
+            eps = tensor_noise(seed, i, p)
+            if p.dtype == torch.float32:
+                p.add_(eps, alpha=scale)
+                p.add_(eps, alpha=-scale)
+            else:  # the same roundings as add(): fp32 w + c * eps, rounded to the weight dtype
+                p.copy_((eps * scale).add_(p.float()))
+                p.copy_(eps.mul_(-scale).add_(p.float()))
+            del eps
+
+    @torch.no_grad()
     def combine(self, seeds, coefs) -> None:
         """w_i += sum_k coefs[k] * eps(seeds[k], i), tensor by tensor (noise regenerated)."""
         for i, p in enumerate(self.params):

@@ -12,12 +12,24 @@ weights with fp32 moments, from fp32 copies of the gradients, and the model
 weights are rounded from the master after each step (standard mixed
 precision; a pure-bf16 AdamW would lose updates smaller than half an ulp).
 On CUDA the forward runs under bf16 autocast.
+
+Under torchrun the model is wrapped in torch DistributedDataParallel: each
+rank takes its slice of the step's batch (distributed.shard_batch), its loss
+is scaled by W * n_rank / n so that DDP's gradient average equals the
+gradient of the whole batch's mean loss, and DDP all-reduces the gradients.
+The result matches one process up to float summation order (not bit for bit;
+see docs/distributed.md for the measured difference).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import torch
 
+from harness import distributed
+from harness.errors import UsageError
 from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
@@ -25,6 +37,7 @@ from harness.registry import register_optimizer
 
 @register_optimizer("adam", kinds=["weights"], description="AdamW with backprop (torch.optim.AdamW), gradient baseline")
 class Adam(Optimizer):
+    DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
         "weight_decay": Param(0.0, float, "decoupled weight decay", low=0.0),
@@ -65,20 +78,47 @@ class Adam(Optimizer):
             betas=(self.hp["beta1"], self.hp["beta2"]), eps=self.hp["eps"],
             weight_decay=self.hp["weight_decay"],
         )
+        self.ddp = None
+        if distributed.world_size() > 1:
+            n, w = _batch_len(self.problem.batch(0)), distributed.world_size()
+            if n is not None and n < w:
+                raise UsageError(f"a batch of {n} samples cannot be split over {w} ranks; "
+                                 f"use a batch of at least {w} samples or fewer processes")
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers are not trained here (no batch norm): no per-forward broadcast
+            buffers_off = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                       inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
+            self.ddp = DistributedDataParallel(
+                self.problem.model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                **buffers_off)
 
     def step(self, step: int) -> StepResult:
         batch = self.problem.batch(step)
         self.opt.zero_grad(set_to_none=True)
         for p in self.params:
             p.grad = None
+        share = 1.0   # this rank's fraction of the batch
+        if self.ddp is not None:
+            n = _batch_len(batch)
+            batch = distributed.shard_batch(batch)
+            share = _batch_len(batch) / n if n else 1.0 / distributed.world_size()
         split = getattr(self.problem, "micro_batches", None)
         pieces = split(batch) if split is not None else [(batch, 1.0)]
         loss = 0.0
-        for piece, weight in pieces:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                part = self.problem.loss(piece) * weight
-            part.backward()
-            loss += float(part.detach())
+        with self._through_ddp():
+            for i, (piece, weight) in enumerate(pieces):
+                # DDP all-reduces on the last piece's backward only (gradient accumulation)
+                sync = self.ddp is None or i == len(pieces) - 1
+                with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                        part = self.problem.loss(piece) * weight
+                    # DDP averages over W ranks: W * share makes that the whole batch's mean
+                    (part * (distributed.world_size() * share) if self.ddp else part).backward()
+                loss += float(part.detach())
+        if self.ddp is not None:  # the logged loss is the whole batch's mean, as alone
+            loss = distributed.all_reduce_sum([loss * share], self.problem.device)[0]
         if self.master is not None:
             for m, p in zip(self.master, self.params):
                 m.grad = None if p.grad is None else p.grad.float()
@@ -93,6 +133,19 @@ class Adam(Optimizer):
                     p.copy_(m)
         return StepResult(loss=float(loss), evals=1, extra={"lr": self.hp["lr"]})
 
+    @contextlib.contextmanager
+    def _through_ddp(self):
+        """problem.loss calls problem.model: let it call the DDP wrapper during the step."""
+        if self.ddp is None:
+            yield
+            return
+        model = self.problem.model
+        self.problem.model = self.ddp
+        try:
+            yield
+        finally:
+            self.problem.model = model
+
     def state_dict(self) -> dict:
         out = {"adam": self.opt.state_dict()}
         if self.master is not None:  # the model holds only the rounded weights
@@ -105,3 +158,15 @@ class Adam(Optimizer):
             with torch.no_grad():
                 for m, saved in zip(self.master, state["master"]):
                     m.copy_(saved)
+
+
+def _batch_len(batch) -> int | None:
+    """Samples in a batch: dim 0 of its first tensor (tuple/list/dict of tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else ()
+    for item in items:
+        n = _batch_len(item)
+        if n is not None:
+            return n
+    return None

@@ -6,8 +6,9 @@ One iteration k:
      2m, 2m+1 share seed m with signs +1/-1); it is perturbed in place
      (w += sigma * sign * eps(s_j)), scored (fitness = -problem.loss(batch)) and
      restored (w -= sigma * sign * eps(s_j)), so no copy of the weights exists;
-  3. the fitness values of all members are assembled (`gather_fitness`; one
-     process for now, an all-gather of N floats under torchrun) and shaped:
+  3. the fitness values of all members are assembled (`gather_fitness`; under
+     torchrun each rank scores its shard and one all-reduce of N floats,
+     harness.distributed.evaluate_population, gives every rank all of them) and shaped:
      zscore (f - mean) / std, or centred ranks in [-0.5, 0.5];
   4. update, regenerating each member's noise tensor by tensor:
      standard: w += alpha / N * sum_j A_j eps_j      (EA4LLM)
@@ -26,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from harness import distributed
 from harness.errors import UsageError
 from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
@@ -49,6 +51,7 @@ def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
                     description="EA4LLM evolution strategy: seeded in-place perturbations, "
                                 "zscore/rank shaping, memory of one forward pass")
 class ES(Optimizer):
+    DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
     PARAMS = {
         "population": Param(30, int, "members per iteration (N)", low=2),
         "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
@@ -90,25 +93,39 @@ class ES(Optimizer):
         slice depend on which members it held. With replay=True every member of the
         population is perturbed and restored in member order and only the listed
         ones are scored: a process scoring a slice then holds bit for bit the
-        weights (and the fitness values) of one process scoring all N.
+        weights (and the fitness values) of one process scoring all N. A member
+        only replayed costs one noise generation per tensor (Perturber.bounce).
         """
         sigma, wanted = self.hp["sigma"], list(indices)
         order = range(self.hp["population"]) if replay else wanted
-        scores = {}
+        scored, scores = set(wanted), {}
         for j in order:
             seed, sign = self.member(step, j)
+            if j not in scored:  # replayed only: perturb and restore, noise generated once
+                self.pert.bounce(seed, sign * sigma)
+                continue
             self.pert.add(seed, sign * sigma)
             try:
-                if j in wanted:
-                    scores[j] = -float(self.problem.loss(batch))
+                scores[j] = -float(self.problem.loss(batch))
             finally:
                 self.pert.add(seed, -sign * sigma)
         return [scores[j] for j in wanted]
 
     def gather_fitness(self, step: int, batch) -> np.ndarray:
-        """The fitness of every member, in member order (the one place they are assembled)."""
+        """The fitness of every member, in member order (the one place they are assembled).
+
+        Under torchrun each rank scores its shard (replaying the others' perturb/restore
+        so its weights stay bit-identical to one process's) and one all-reduce of N
+        floats gives every rank the whole vector; alone, one process scores all N.
+        """
         n = self.hp["population"]
-        return np.asarray(self.evaluate_members(step, batch, range(n)), dtype=np.float64)
+        replay = distributed.world_size() > 1
+
+        def score(indices):
+            return self.evaluate_members(step, batch, indices, replay=replay)
+
+        return np.asarray(distributed.evaluate_population(n, score, self.problem.device),
+                          dtype=np.float64)
 
     def update(self, step: int, fitness: np.ndarray) -> None:
         n, sigma, alpha = self.hp["population"], self.hp["sigma"], self.hp["alpha"]

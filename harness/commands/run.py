@@ -54,10 +54,13 @@ def main(args) -> int:
     metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
     loss = summary.get("final_loss")
     loss_txt = f"final_loss={loss:.6g}" if isinstance(loss, float) else ""
-    print(f"{summary['status']}: {summary['optimizer']} on {summary['problem']} seed={summary['seed']} "
-          f"steps={summary['steps']} evals={summary['evals']} {loss_txt} {metric_txt} "
-          f"wall={summary['wall_clock_s']:.1f}s peak_mem={summary['peak_memory_bytes'] / 2**20:.0f}MiB "
-          f"-> {run_dir}")
+    from harness import distributed
+
+    if distributed.is_main():  # one line per run, not one per rank
+        print(f"{summary['status']}: {summary['optimizer']} on {summary['problem']} "
+              f"seed={summary['seed']} steps={summary['steps']} evals={summary['evals']} "
+              f"{loss_txt} {metric_txt} wall={summary['wall_clock_s']:.1f}s "
+              f"peak_mem={summary['peak_memory_bytes'] / 2**20:.0f}MiB -> {run_dir}")
     if summary["status"] == "failed":
         print(f"error: run failed: {summary['reason']}", file=sys.stderr)
         return 1

@@ -230,3 +230,38 @@ def report(df, seeds, options, elapsed_s: float) -> str:
         lines += ["## Differences from the paper, called out", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["Per-run rows (run directory, evals, times): `runs.csv` next to this file.", ""]
     return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2")
+    return seeds
+
+
+def main(argv) -> int:
+    """`python -m harness reproduce seed003 [--seeds 0,1,2] [--out DIR] [--runs-dir DIR] [--set K=V]`."""
+    import argparse
+
+    from harness.cli import _Parser   # one-line usage errors, exit 2
+    from harness.params import parse_set_args, resolve
+
+    p = _Parser(prog="python -m harness reproduce seed003", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="--set keys: " + "; ".join(f"{k} ({v.describe()}): {v.help}" for k, v in PARAMS.items()))
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
+    p.add_argument("--out", default="reports/seed003", help="report directory (default reports/seed003)")
+    p.add_argument("--runs-dir", default="runs/seed003", help="where the runs are stored (default runs/seed003)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="reproduction option (budgets, which problems/optimizers; keys below)")
+    args = p.parse_args(argv)
+    seeds = parse_seeds(args.seeds)
+    options = resolve(PARAMS, parse_set_args(args.set), "reproduction 'seed003'")
+    check(options)
+    path = reproduce(seeds, out_dir=args.out, runs_dir=args.runs_dir, options=options)
+    print(path.read_text())
+    print(f"written: {path}")
+    return 0
