@@ -49,7 +49,7 @@ class Optimizer:
     def step(self, step: int) -> StepResult:
         raise NotImplementedError
 
-    def done(self) -> bool:
+    def is_finished(self) -> bool:
         """True when further steps cannot change the solution (one-shot methods such as
         magnitude pruning); the runner then stops before the budget is spent."""
         return False

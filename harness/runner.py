@@ -341,7 +341,7 @@ class Runner:
             bar = tqdm(total=budget.steps, initial=state["step"], desc=f"{p.spec.optimizer} on "
                        f"{p.spec.problem}", unit="step", disable=None, leave=False)
         try:
-            while not (self._spent(state) or opt.done()):
+            while not (self._spent(state) or opt.is_finished()):
                 step = state["step"]
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
@@ -373,7 +373,7 @@ class Runner:
                     return "diverged", f"non-finite loss {loss} at step {state['step']}"
                 if state["best_loss"] is None or loss < state["best_loss"]:
                     state["best_loss"] = loss
-                done = self._spent(state) or opt.done()
+                done = self._spent(state) or opt.is_finished()
                 if state["step"] % p.eval_every == 0 or done:
                     ev = p.problem.evaluate(opt.solution())
                     record.update(ev)

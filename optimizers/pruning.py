@@ -166,7 +166,7 @@ class _OneShot(Optimizer):
         self.pruned = Pruned(masks=masks, scales=scales)
         return StepResult(loss=float(self.problem.loss(self.pruned)), evals=1)
 
-    def done(self) -> bool:
+    def is_finished(self) -> bool:
         return self.pruned is not None
 
     def solution(self):
