@@ -25,6 +25,9 @@ class Optimizer:
     NAME = "?"
     KINDS: tuple[str, ...] = ()
     PARAMS: dict[str, Param] = {}
+    # The run's budget (harness.runner.Budget: steps, evals, time_s), set by the runner
+    # before setup() for optimizers that plan for it (e.g. nevergrad); None outside a run.
+    run_budget = None
 
     def __init__(self, problem, hparams: dict[str, Any], seed: int):
         self.problem = problem
@@ -45,6 +48,16 @@ class Optimizer:
 
     def step(self, step: int) -> StepResult:
         raise NotImplementedError
+
+    def is_finished(self) -> bool:
+        """True when further steps cannot change the solution (one-shot methods such as
+        magnitude pruning); the runner then stops before the budget is spent."""
+        return False
+
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any]) -> None:
+        """Validate resolved hyperparameters beyond their Param types (raise UsageError);
+        called before anything is built or written. Default: nothing."""
 
     def solution(self) -> Any:
         """What problem.evaluate() scores: None for weights problems (the model is the

@@ -8,6 +8,7 @@ methods, so an optimizer of a kind works on every problem of that kind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,9 @@ from harness.seeding import derive_seed
 
 class Problem:
     KINDS: tuple[str, ...] = ()
+    # Methods whose time the runner counts as objective time (the rest of a step is
+    # the optimizer's own overhead: ask/tell, sampling, model fitting).
+    OBJECTIVE_METHODS: tuple[str, ...] = ()
     PARAMS: dict[str, Param] = {}
     METRIC = "metric"              # name of the eval metric
     METRIC_HIGHER_IS_BETTER = True
@@ -104,6 +108,7 @@ class SearchSpaceProblem(Problem):
     """A typed space and objective(config) -> float to minimise."""
 
     KINDS = ("search-space",)
+    OBJECTIVE_METHODS = ("objective",)
     OPTIMUM: float | None = None    # known optimal objective value, if any
     EVAL_EVERY = 1
 
@@ -119,7 +124,35 @@ class SearchSpaceProblem(Problem):
         return {"metric": float(self.objective(solution))}
 
 
+@dataclass
+class Pruned:
+    """A pruning optimizer's solution: one boolean keep-mask per prunable tensor (in the
+    order of PruningProblem.prunable()) and, optionally, one multiplier per tensor applied
+    to its surviving weights (energy compensation); None means 1 everywhere."""
+
+    masks: list[torch.Tensor]
+    scales: list[float] | None = None
+
+
 class PruningProblem(Problem):
-    """A trained model, a sparsity target and score(masks) -> metric."""
+    """A trained model, a sparsity target and a score of the masked model.
+
+    `prunable()` gives the trained weight tensors that may be pruned (read only);
+    `sparsity` is the global fraction of their entries a solution must remove;
+    `loss(pruned)` is what optimizers minimise (e.g. 1 - validation F1) and
+    `evaluate(pruned)` reports the held-out metric of the masked model."""
 
     KINDS = ("pruning",)
+    OBJECTIVE_METHODS = ("loss",)
+    sparsity: float
+
+    def prunable(self) -> list[tuple[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def keep_count(self) -> int:
+        """Entries a solution keeps: round((1 - sparsity) * total), the exact budget."""
+        total = sum(w.numel() for _, w in self.prunable())
+        return int(round((1.0 - self.sparsity) * total))
+
+    def loss(self, pruned: Pruned) -> float:
+        raise NotImplementedError

@@ -86,6 +86,9 @@ class Prepared:
             spec.overrides, opt_schema, prob_schema, spec.optimizer, spec.problem
         )
         self.opt_hp = resolve(opt_schema, opt_raw, f"optimizer {spec.optimizer!r}")
+        check_hparams = getattr(self.opt_entry.factory, "check_hparams", None)
+        if check_hparams is not None:
+            check_hparams(self.opt_hp)
         self.prob_hp = resolve(prob_schema, prob_raw, f"problem {spec.problem!r}")
         self.device = resolve_device(spec.device)
         if spec.eval_every is not None and spec.eval_every <= 0:
@@ -159,6 +162,30 @@ def spec_from_run_dir(run_dir: Path, budget: Budget | None = None) -> RunSpec:
     )
 
 
+class _ObjectiveClock:
+    """Seconds spent inside the problem's OBJECTIVE_METHODS (outermost calls only), so
+    that a step's time splits into objective time and the optimizer's own overhead
+    (ask/tell, sampling, surrogate fitting) the same way for every optimizer."""
+
+    def __init__(self, problem):
+        self.total = 0.0
+        self._depth = 0
+        for name in problem.OBJECTIVE_METHODS:
+            setattr(problem, name, self._timed(getattr(problem, name)))
+
+    def _timed(self, fn):
+        def timed(*args, **kwargs):
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.total += time.perf_counter() - t0
+        return timed
+
+
 def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
@@ -169,6 +196,7 @@ class Runner:
         self.dir = Path(run_dir)
         self.progress = progress
         self.opt = None
+        self.clock = None
         self.main = distributed.is_main()   # only rank 0 writes the run store
 
     # -- files ---------------------------------------------------------------
@@ -187,6 +215,10 @@ class Runner:
             "evals": state["evals"],
             "wall_clock_s": state["wall_s"],
             "optimizer_time_s": state["time_s"],
+            # optimizer_time_s = objective_s + overhead_s on problems that declare
+            # OBJECTIVE_METHODS (search-space, pruning); None elsewhere
+            "objective_s": state["objective_s"] if self.clock is not None else None,
+            "overhead_s": state["overhead_s"] if self.clock is not None else None,
             "final_loss": state["last_loss"],
             "best_loss": state["best_loss"],
             "final_metric": state["last_metric"],
@@ -215,7 +247,8 @@ class Runner:
         p = self.p
         mem = PeakMemory(p.device)
         state = {"step": 0, "evals": 0, "time_s": 0.0, "wall_s": 0.0, "best_loss": None,
-                 "last_loss": None, "last_metric": None, "metrics": []}
+                 "last_loss": None, "last_metric": None, "metrics": [],
+                 "objective_s": 0.0, "overhead_s": 0.0}
         if self.main:
             store.write_json(self.dir / "env.json", environment(p.device))
             store.write_json(self.dir / "summary.json", self._summary("running", None, state, 0, mem.method))
@@ -229,7 +262,10 @@ class Runner:
             seed_everything(p.spec.seed)
             mem.reset()
             p.problem.build(p.device)
+            if p.problem.OBJECTIVE_METHODS:
+                self.clock = _ObjectiveClock(p.problem)
             self.opt = p.opt_entry.factory(p.problem, p.opt_hp, p.spec.seed)
+            self.opt.run_budget = p.spec.budget
             self.opt.setup()
             ckpt_path = self.dir / "checkpoint.pt"
             if resume and ckpt_path.exists():
@@ -305,23 +341,31 @@ class Runner:
             bar = tqdm(total=budget.steps, initial=state["step"], desc=f"{p.spec.optimizer} on "
                        f"{p.spec.problem}", unit="step", disable=None, leave=False)
         try:
-            while not self._spent(state):
+            while not (self._spent(state) or opt.is_finished()):
                 step = state["step"]
                 if fail_at and step + 1 == fail_at and fail_rank in (-1, distributed.rank()):
                     # test hook: a run (or one rank of it) that fails on purpose
                     raise RuntimeError(f"HARNESS_TEST_FAIL_AT_STEP={fail_at} reached")
                 if hang_at and step + 1 == hang_at and fail_rank in (-1, distributed.rank()):
                     time.sleep(3600)  # test hook: a rank that stops answering (collective timeout)
+                obj0 = self.clock.total if self.clock is not None else 0.0
                 t0 = time.perf_counter()
                 res = opt.step(step)
                 if p.device.type == "cuda":
                     torch.cuda.synchronize(p.device)
-                state["time_s"] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                state["time_s"] += dt
                 state["step"] = step + 1
                 state["evals"] += int(res.evals)
                 loss = float(res.loss)
                 record = {"step": state["step"], "evals": state["evals"],
                           "time_s": round(state["time_s"], 6), "loss": loss}
+                if self.clock is not None:
+                    objective = self.clock.total - obj0
+                    state["objective_s"] += objective
+                    state["overhead_s"] += dt - objective
+                    record["objective_s"] = round(state["objective_s"], 6)
+                    record["overhead_s"] = round(state["overhead_s"], 6)
                 record.update(res.extra)
                 state["last_loss"] = loss
                 if not math.isfinite(loss):
@@ -329,7 +373,7 @@ class Runner:
                     return "diverged", f"non-finite loss {loss} at step {state['step']}"
                 if state["best_loss"] is None or loss < state["best_loss"]:
                     state["best_loss"] = loss
-                done = self._spent(state)
+                done = self._spent(state) or opt.is_finished()
                 if state["step"] % p.eval_every == 0 or done:
                     ev = p.problem.evaluate(opt.solution())
                     record.update(ev)

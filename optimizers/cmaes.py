@@ -114,20 +114,20 @@ class CMAES(Optimizer):
         vec = torch.as_tensor(np.asarray(x), dtype=self.params[0].dtype, device=self.params[0].device)
         torch.nn.utils.vector_to_parameters(vec, self.params)
 
-    @torch.no_grad()
     def step(self, step: int) -> StepResult:
         xs = self.es.ask()
         if self.on_weights:
-            batch = self.problem.batch(step)
-            values = []
-            for x in xs:
-                self._load_vector(x)
-                values.append(float(self.problem.loss(batch)))
-            finite = [v if np.isfinite(v) else 1e300 for v in values]
-            self.es.tell(xs, finite)
-            self._load_vector(self.es.mean)
+            with torch.no_grad():
+                batch = self.problem.batch(step)
+                values = []
+                for x in xs:
+                    self._load_vector(x)
+                    values.append(float(self.problem.loss(batch)))
+                finite = [v if np.isfinite(v) else 1e300 for v in values]
+                self.es.tell(xs, finite)
+                self._load_vector(self.es.mean)
             loss = float(np.mean(values))
-        else:
+        else:   # grad mode left on: an objective may train a model (digits-hpo)
             decode = self.problem.space.decode
             values = [float(self.problem.objective(decode(x))) for x in xs]
             self.es.tell(xs, values)

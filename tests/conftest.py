@@ -29,8 +29,11 @@ def load_jsonl(path: Path) -> list[dict]:
 
 
 def without_time(records: list[dict]) -> list[dict]:
-    """Metrics records minus the wall-clock field (the only one allowed to differ)."""
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+    """Metrics records minus the wall-clock fields (the only ones allowed to differ)."""
+    return [{k: v for k, v in r.items() if k not in TIME_FIELDS} for r in records]
+
+
+TIME_FIELDS = ("time_s", "objective_s", "overhead_s")
 
 
 def only_run_dir(runs_dir: Path) -> Path:

@@ -1,0 +1,267 @@
+"""Seed paper 003: evolutionary vs gradient vs Bayesian methods on Digits.
+
+The paper's claims this reproduction checks (its numbers as the issue states
+them): Adam trains the digits MLP to macro-F1 about 0.97; at 98% sparsity
+CMA-ES guided by SynFlow with energy compensation keeps F1 = 0.81 and beats
+magnitude pruning; at <= 90% magnitude pruning is better; in HPO CMA-ES
+matches Optuna TPE in quality and is much faster in high dimension.
+
+Every number comes from runs of the normal runner (stored under runs_dir,
+one directory per run); the report is computed from their summary.json and
+metrics.jsonl files only. Budgets are small by default so that the whole
+reproduction takes minutes on 2 CPU cores; raise them with --set.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.params import Param
+
+PAPER = {
+    "adam_f1": 0.97,
+    "synflow_cma_98": 0.81,
+}
+
+PARAMS = {
+    "adam_steps": Param(300, int, "AdamW steps of adam on digits-mlp (0 = skip)", low=0),
+    "sparsities": Param("50,70,90,95,98", str, "digits-prune-<s> problems to run (empty = skip)"),
+    "prune_optimizers": Param("magnitude,synflow,synflow-cma", str, "pruning optimizers"),
+    "prune_evals": Param(100, int, "evaluation budget of synflow-cma (validation F1 calls)", low=1),
+    "prune_train_steps": Param(None, int, "AdamW steps of the dense net to prune (default: the "
+                               "problem's 2000)", low=1, optional=True),
+    "hpo_problems": Param("digits-hpo,digits-hpo-31", str, "search-space problems to run "
+                          "(empty = skip)"),
+    "hpo_optimizers": Param("tpe,cma,nevergrad,random", str, "HPO optimizers"),
+    "hpo_evals": Param(30, int, "evaluations (trained configurations) per HPO run", low=1),
+    "hpo_train_steps": Param(None, int, "AdamW steps per configuration (default: the problem's "
+                             "100)", low=1, optional=True),
+}
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def check(options: dict) -> None:
+    """Every name resolves and every pair is compatible before any run starts."""
+    from harness import registry
+
+    sparsities = _names(options["sparsities"])
+    for s in sparsities:
+        registry.problem(f"digits-prune-{s}")
+    pairs = [(o, f"digits-prune-{sparsities[0]}") for o in _names(options["prune_optimizers"]) if sparsities]
+    pairs += [(o, p) for o in _names(options["hpo_optimizers"]) for p in _names(options["hpo_problems"])]
+    for o, p in pairs:
+        registry.check_compatible(registry.optimizer(o), registry.problem(p))
+    for p in _names(options["hpo_problems"]):
+        if "search-space" not in registry.problem(p).kinds:
+            raise UsageError(f"--set hpo_problems: {p!r} is not a search-space problem")
+
+
+def _last_eval(run_dir: Path) -> dict:
+    """The last metrics record that carries eval fields."""
+    last = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "metric" in rec:
+            last = rec
+    return last
+
+
+def _run(runs_dir: str, optimizer: str, problem: str, seed: int, budget, overrides: dict,
+         eval_every: int | None = None) -> dict:
+    from harness import runner
+
+    t0 = time.perf_counter()
+    spec = runner.RunSpec(optimizer=optimizer, problem=problem, seed=seed, budget=budget,
+                          overrides={k: str(v) for k, v in overrides.items()}, device="cpu",
+                          eval_every=eval_every, checkpoint_every=0, runs_dir=runs_dir)
+    run_dir, summary = runner.run(spec, progress=False)
+    if summary["status"] != "ok":
+        raise RuntimeError(f"{optimizer} on {problem} seed {seed}: {summary['status']}: {summary['reason']}")
+    row = {"optimizer": optimizer, "problem": problem, "seed": seed, "run_dir": str(run_dir),
+           "evals": summary["evals"], "steps": summary["steps"], "final_metric": summary["final_metric"],
+           "best_loss": summary["best_loss"], "optimizer_time_s": summary["optimizer_time_s"],
+           "objective_s": summary["objective_s"], "overhead_s": summary["overhead_s"],
+           "dim": None}
+    last = _last_eval(run_dir)
+    for key in ("test_f1", "val_f1", "dense_f1", "sparsity", "finetuned_f1"):
+        if key in last:
+            row[key] = last[key]
+    print(f"  {optimizer:12s} {problem:16s} seed {seed}: {summary['metric_name']}="
+          f"{summary['final_metric']:.4f} evals={summary['evals']} ({time.perf_counter() - t0:.1f}s)",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> Path:
+    import pandas as pd
+
+    from harness import registry
+    from harness.runner import Budget
+
+    registry.load_all()
+    rows = []
+    t_start = time.perf_counter()
+    print(f"seed003: seeds {seeds}, runs under {runs_dir}", file=sys.stderr)
+    for seed in seeds if options["adam_steps"] else ():
+        rows.append(dict(_run(runs_dir, "adam", "digits-mlp", seed, Budget(steps=options["adam_steps"]), {}),
+                         part="adam"))
+    prune_over = {}
+    if options["prune_train_steps"]:
+        prune_over["problem.train_steps"] = options["prune_train_steps"]
+    for s in _names(options["sparsities"]):
+        for opt in _names(options["prune_optimizers"]):
+            for seed in seeds:
+                budget = Budget(evals=options["prune_evals"])
+                rows.append(dict(_run(runs_dir, opt, f"digits-prune-{s}", seed, budget, prune_over),
+                                 part="prune", sparsity_target=int(s)))
+    hpo_over = {}
+    if options["hpo_train_steps"]:
+        hpo_over["problem.train_steps"] = options["hpo_train_steps"]
+    evals = options["hpo_evals"]
+    for prob in _names(options["hpo_problems"]):
+        dim = len(registry.problem(prob).instantiate(prob, {"train_steps": 1, "split_seed": 0}, 0).space)
+        for opt in _names(options["hpo_optimizers"]):
+            over = dict(hpo_over)
+            # every optimizer gets exactly `evals` evaluations: whole generations/batches
+            if opt == "cma":
+                over["popsize"] = min(10, evals)
+            if opt == "random":
+                over["batch"] = 1
+            if opt == "nevergrad":
+                over["budget"] = evals
+            for seed in seeds:
+                # eval only at the end: the metric is the final solution's validation F1
+                row = _run(runs_dir, opt, prob, seed, Budget(evals=evals), over, eval_every=10**9)
+                rows.append(dict(row, part="hpo", dim=dim))
+    df = pd.DataFrame(rows, columns=sorted({k for r in rows for k in r} | {"part"}))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "runs.csv", index=False)
+    text = report(df, seeds, options, time.perf_counter() - t_start)
+    path = out / "seed003.md"
+    from harness.store import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def _ms(series) -> str:
+    s = series.dropna()
+    if s.empty:
+        return "-"
+    return f"{s.mean():.3f} ± {s.std(ddof=0):.3f}" if len(s) > 1 else f"{s.mean():.3f}"
+
+
+def report(df, seeds, options, elapsed_s: float) -> str:
+    lines = [f"# Seed 003 reproduction: measured vs paper",
+             "",
+             f"Seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds "
+             f"(population sd). Whole reproduction: {elapsed_s / 60:.1f} min. Options: "
+             + ", ".join(f"{k}={v}" for k, v in options.items()) + ".",
+             ""]
+    notes = []
+    adam = df[df.part == "adam"]
+    prune = df[df.part == "prune"]
+    hpo = df[df.part == "hpo"]
+    if not adam.empty or not prune.empty:
+        lines += ["## Gradient baseline", "",
+                  "| quantity | paper | measured |", "| --- | --- | --- |"]
+    if not adam.empty:
+        lines.append(f"| Adam, digits-mlp (64-64-10, {options['adam_steps']} steps), test macro-F1 "
+                     f"| ~{PAPER['adam_f1']} | {_ms(adam.final_metric)} |")
+    if not prune.empty and "dense_f1" in prune:
+        dense = prune.groupby("seed").dense_f1.first()
+        lines.append(f"| Adam, dense net pruned below (64-256-256-10), test macro-F1 | - | {_ms(dense)} |")
+    lines.append("")
+    if not prune.empty:
+        opts = list(dict.fromkeys(prune.optimizer))
+        lines += ["## Pruning: test macro-F1 of the masked network, no retraining", "",
+                  "| sparsity | " + " | ".join(opts) + " | paper |",
+                  "| --- | " + " | ".join("---" for _ in opts) + " | --- |"]
+        means = prune.groupby(["sparsity_target", "optimizer"]).final_metric.mean()
+        for s in sorted(int(v) for v in prune.sparsity_target.unique()):
+            cells = [_ms(prune[(prune.sparsity_target == s) & (prune.optimizer == o)].final_metric)
+                     for o in opts]
+            paper = ("synflow-cma 0.81 > magnitude" if s == 98
+                     else "magnitude better" if s <= 90 else "-")
+            lines.append(f"| {s}% | " + " | ".join(cells) + f" | {paper} |")
+        lines.append("")
+        if {"magnitude", "synflow-cma"} <= set(opts):
+            for s in sorted(int(v) for v in prune.sparsity_target.unique()):
+                mag, cma = means.get((s, "magnitude")), means.get((s, "synflow-cma"))
+                if s <= 90:
+                    verdict = "agrees" if mag >= cma else "DISAGREES"
+                    notes.append(f"{s}%: magnitude {mag:.3f} vs synflow-cma {cma:.3f}; the paper says "
+                                 f"magnitude is better at <= 90%: measured {verdict}.")
+                elif s == 98:
+                    verdict = "agrees" if cma > mag else "DISAGREES"
+                    notes.append(f"98%: synflow-cma {cma:.3f} vs magnitude {mag:.3f}; the paper says "
+                                 f"synflow-cma wins: measured {verdict}. The paper's synflow-cma F1 is "
+                                 f"{PAPER['synflow_cma_98']}; measured {cma:.3f} "
+                                 f"({cma - PAPER['synflow_cma_98']:+.3f}).")
+    if not hpo.empty:
+        lines += ["## Hyperparameter optimisation", "",
+                  "best val F1 = 1 - the lowest objective the run evaluated; test F1 = the final "
+                  "solution's; overhead = the optimizer's own time (ask/tell, model fitting), "
+                  "objective = training the configurations, both summed over the run.", "",
+                  "| problem | dim | optimizer | evals | best val F1 | test F1 | overhead s | objective s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for (prob, opt), g in hpo.groupby(["problem", "optimizer"], sort=False):
+            lines.append(f"| {prob} | {int(g.dim.iloc[0])} | {opt} | {int(g.evals.mean())} | "
+                         f"{_ms(1 - g.best_loss)} | {_ms(g.get('test_f1', g.final_metric))} | "
+                         f"{_ms(g.overhead_s)} | {_ms(g.objective_s)} |")
+        lines += ["", "Paper: CMA-ES matches TPE in quality and is much faster in high dimension.", ""]
+        for prob, g in hpo.groupby("problem", sort=False):
+            by = g.groupby("optimizer")
+            if {"cma", "tpe"} <= set(by.groups):
+                q = (1 - by.best_loss.mean())
+                o = by.overhead_s.mean()
+                notes.append(f"{prob} (dim {int(g.dim.iloc[0])}): best val F1 cma {q['cma']:.3f} vs tpe "
+                             f"{q['tpe']:.3f} ({q['cma'] - q['tpe']:+.3f}); overhead cma {o['cma']:.3f} s "
+                             f"vs tpe {o['tpe']:.3f} s (tpe/cma = {o['tpe'] / max(o['cma'], 1e-9):.0f}x).")
+    if notes:
+        lines += ["## Differences from the paper, called out", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["Per-run rows (run directory, evals, times): `runs.csv` next to this file.", ""]
+    return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2")
+    return seeds
+
+
+def main(argv) -> int:
+    """`python -m harness reproduce seed003 [--seeds 0,1,2] [--out DIR] [--runs-dir DIR] [--set K=V]`."""
+    import argparse
+
+    from harness.cli import _Parser   # one-line usage errors, exit 2
+    from harness.params import parse_set_args, resolve
+
+    p = _Parser(prog="python -m harness reproduce seed003", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="--set keys: " + "; ".join(f"{k} ({v.describe()}): {v.help}" for k, v in PARAMS.items()))
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
+    p.add_argument("--out", default="reports/seed003", help="report directory (default reports/seed003)")
+    p.add_argument("--runs-dir", default="runs/seed003", help="where the runs are stored (default runs/seed003)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="reproduction option (budgets, which problems/optimizers; keys below)")
+    args = p.parse_args(argv)
+    seeds = parse_seeds(args.seeds)
+    options = resolve(PARAMS, parse_set_args(args.set), "reproduction 'seed003'")
+    check(options)
+    path = reproduce(seeds, out_dir=args.out, runs_dir=args.runs_dir, options=options)
+    print(path.read_text())
+    print(f"written: {path}")
+    return 0
