@@ -17,6 +17,12 @@ harness.distributed (the all-reduce payload of N float64; gloo's ring moves
 about 2 (P-1)/P of it in and out of each rank). The median process CPU time
 per iteration is printed too: on a machine shared with other jobs the wall
 ratio is noisy, and max-rank CPU time shows what the split itself achieves.
+
+The machine's own ceiling is measured too: P copies of the 1-process worker
+started at once, with no communication at all. P x (alone / slowest copy) is
+the best speed-up P single-thread processes can get on this machine (shared
+memory bandwidth and caches, or vCPUs that are not whole cores, lower it
+below P); the ES speed-up is quoted against it.
 """
 
 from __future__ import annotations
@@ -73,11 +79,27 @@ def worker(args) -> None:
     distributed.shutdown()
 
 
+def _worker_cmd(args, out: Path) -> list[str]:
+    return [__file__, "--worker", "--problem", args.problem, "--population", str(args.population),
+            "--iters", str(args.iters), "--out", str(out)]
+
+
+def launch_independent(args, copies: int) -> list[dict]:
+    """`copies` 1-process workers at once, no process group: the machine's ceiling."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"result{i}.json" for i in range(copies)]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        procs = [subprocess.Popen([sys.executable, *_worker_cmd(args, out)], env=env, cwd=ROOT)
+                 for out in outs]
+        if any(p.wait() for p in procs):
+            raise SystemExit("an independent worker failed")
+        return [json.loads(out.read_text()) for out in outs]
+
+
 def launch(args, procs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        base = [__file__, "--worker", "--problem", args.problem, "--population", str(args.population),
-                "--iters", str(args.iters), "--out", str(out)]
+        base = _worker_cmd(args, out)
         if procs == 1:
             cmd = [sys.executable, *base]
         else:
@@ -104,14 +126,18 @@ def main() -> None:
         return worker(args)
     one = launch(args, 1)
     many = launch(args, args.procs)
+    alone_vs_crowd = one["wall_s"] / max(r["wall_s"] for r in launch_independent(args, args.procs))
     n, p = args.population, args.procs
     print(f"ES on {args.problem} ({one['param_count']:,} parameters), population {n}, "
           f"median of {args.iters} iterations, OMP_NUM_THREADS=1")
     print(f"1 process:   {one['wall_s'] * 1e3:9.1f} ms/iteration (CPU {one['cpu_s_max_rank'] * 1e3:.1f} ms)")
     print(f"{p} processes: {many['wall_s'] * 1e3:9.1f} ms/iteration (CPU of the slowest rank "
           f"{many['cpu_s_max_rank'] * 1e3:.1f} ms)")
-    print(f"speed-up (wall) = {one['wall_s'] / many['wall_s']:.2f}x  (target >= 1.8x); "
+    speedup, ceiling = one["wall_s"] / many["wall_s"], p * alone_vs_crowd
+    print(f"speed-up (wall) = {speedup:.2f}x  (target >= 1.8x); "
           f"CPU-time ratio = {one['cpu_s_max_rank'] / many['cpu_s_max_rank']:.2f}x")
+    print(f"this machine's ceiling: {p} independent 1-thread copies run at {alone_vs_crowd:.2f}x the "
+          f"speed of one alone, so at most {ceiling:.2f}x; ES reaches {speedup / ceiling:.0%} of it")
     print(f"bytes exchanged per iteration: {many['bytes_per_iter']:.0f} "
           f"(all-reduce payload of {n} float64 fitness values; nothing else per iteration)")
 
