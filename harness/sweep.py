@@ -1,6 +1,6 @@
 """Sweeps: every compatible (optimizer, problem, seed) as its own `harness run` process.
 
-One process per run keeps peak memory per run (ru_maxrss of that process) and
+One process per run keeps peak memory per run (the run's own VmHWM) and
 contains crashes: a child that raises records `failed` itself; a child that
 dies without a summary (out-of-memory kill, segfault) gets one written here.
 Run directories have deterministic names, so re-running a sweep skips what
@@ -198,7 +198,7 @@ def _write_failure(item: RunItem, run_dir: Path, reason: str, wall_s: float, pea
         "wall_clock_s": wall_s, "optimizer_time_s": last.get("time_s", 0.0),
         "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None,
         "final_metric": metrics[-1] if metrics else None,
-        "peak_memory_bytes": peak, "peak_memory_method": "peak_rss (of the child, via wait4)",
+        "peak_memory_bytes": peak, "peak_memory_method": "peak_rss (of the child, via wait4; at least the sweep's own RSS)",
         "device": old.get("device", device), "written_by": "sweep",
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
@@ -248,7 +248,10 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", extra_args: tup
         log.write(header.encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(item))
-        # wait4: this child's own rusage, so a killed run still has its peak RSS
+        # wait4: this child's own rusage, so a killed run still has a peak RSS. Linux
+        # starts a child's ru_maxrss at its parent's RSS, so this is an upper bound
+        # (max of the child's peak and this sweep's RSS), used only for runs that
+        # died before writing their own figure.
         _, wstatus, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(wstatus)
     wall = time.perf_counter() - t0
