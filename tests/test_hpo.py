@@ -74,6 +74,15 @@ def test_nevergrad_is_seeded_and_reproducible(mixed, tmp_path):
     assert sd["status"] == "ok" and sd["best_loss"] < 5
 
 
+def test_ngopt_metamodel_budget_runs_and_improves_on_sphere(tmp_path):
+    """At 300 evaluations in 5 dimensions NGOpt picks a MetaModel optimizer, whose
+    float(model.predict(...)) raises under numpy >= 2.4 (hence numpy<2.4 in pyproject)."""
+    _, s = run(RunSpec(optimizer="nevergrad", problem="sphere-5", seed=0, budget=Budget(evals=300),
+                       checkpoint_every=0, runs_dir=str(tmp_path)), progress=False)
+    assert s["status"] == "ok", s.get("reason")
+    assert s["evals"] == 300 and s["best_loss"] < 1.0
+
+
 def test_bad_nevergrad_name_is_one_line_naming_valid_choices(cli, tmp_path):
     proc = cli("run", "--optimizer", "nevergrad", "--problem", "sphere-5", "--set", "name=NGopt",
                "--runs-dir", str(tmp_path))
