@@ -96,43 +96,37 @@ ES_ARGS = ("--optimizer", "es", "--problem", "digits-mlp", "--steps", "30", "--s
 ADAM_ARGS = ("--optimizer", "adam", "--problem", "digits-mlp", "--steps", "30", "--checkpoint-every", "0")
 
 
-@pytest.mark.parametrize("args", [ES_ARGS, ADAM_ARGS], ids=["es", "adam"])
-def test_a_failing_rank_fails_the_run_with_its_reason(tmp_path, args):
-    """adam: rank 0 learns of the loss inside DDP's gradient all-reduce, not in ours."""
+def _failed_torchrun(tmp_path, args, hook: str, timeout_s: int) -> tuple[dict, float]:
+    """A 2-rank run whose rank 1 meets `hook` at step 3: (rank 0's summary, seconds taken)."""
     t0 = time.monotonic()
     proc = torchrun(*args, "--runs-dir", str(tmp_path),
-                    env={"HARNESS_TEST_FAIL_AT_STEP": "3", "HARNESS_TEST_FAIL_RANK": "1",
-                         "HARNESS_DIST_TIMEOUT": "300"})
+                    env={hook: "3", "HARNESS_TEST_FAIL_RANK": "1", "HARNESS_DIST_TIMEOUT": str(timeout_s)})
     elapsed = time.monotonic() - t0
     assert proc.returncode != 0
     summary = store.read_json(only_run_dir(tmp_path) / "summary.json")
-    assert summary["status"] == "failed" and summary["steps"] == 2
+    assert summary["status"] == "failed"
+    return summary, elapsed
+
+
+@pytest.mark.parametrize("args", [ES_ARGS, ADAM_ARGS], ids=["es", "adam"])
+def test_a_failing_rank_fails_the_run_with_its_reason(tmp_path, args):
+    """adam: rank 0 learns of the loss inside DDP's gradient all-reduce, not in ours."""
+    summary, elapsed = _failed_torchrun(tmp_path, args, "HARNESS_TEST_FAIL_AT_STEP", 300)
+    assert summary["steps"] == 2
     assert summary["reason"] == "rank 1: RuntimeError: HARNESS_TEST_FAIL_AT_STEP=3 reached"
     assert elapsed < 120  # far below the 300 s collective timeout: no waiting on a dead rank
 
 
 def test_a_killed_rank_fails_the_run_without_waiting_for_the_timeout(tmp_path):
-    t0 = time.monotonic()
-    proc = torchrun(*ES_ARGS, "--runs-dir", str(tmp_path),
-                    env={"HARNESS_TEST_KILL_AT_STEP": "3", "HARNESS_TEST_FAIL_RANK": "1",
-                         "HARNESS_DIST_TIMEOUT": "300"})
-    elapsed = time.monotonic() - t0
-    assert proc.returncode != 0
-    summary = store.read_json(only_run_dir(tmp_path) / "summary.json")
-    assert summary["status"] == "failed" and 3 <= summary["steps"] < 30
+    summary, elapsed = _failed_torchrun(tmp_path, ES_ARGS, "HARNESS_TEST_KILL_AT_STEP", 300)
+    assert 3 <= summary["steps"] < 30
     assert summary["reason"].startswith("CollectiveError: all_reduce failed on rank 0 of 2")
     assert elapsed < 120
 
 
 def test_a_hung_rank_ends_the_run_at_the_collective_timeout(tmp_path):
-    t0 = time.monotonic()
-    proc = torchrun(*ES_ARGS, "--runs-dir", str(tmp_path),
-                    env={"HARNESS_TEST_HANG_AT_STEP": "3", "HARNESS_TEST_FAIL_RANK": "1",
-                         "HARNESS_DIST_TIMEOUT": "3"})
-    elapsed = time.monotonic() - t0
-    assert proc.returncode != 0
-    summary = store.read_json(only_run_dir(tmp_path) / "summary.json")
-    assert summary["status"] == "failed" and summary["steps"] == 2
+    summary, elapsed = _failed_torchrun(tmp_path, ES_ARGS, "HARNESS_TEST_HANG_AT_STEP", 3)
+    assert summary["steps"] == 2
     assert "did not answer within HARNESS_DIST_TIMEOUT=3s" in summary["reason"]
     assert "Timed out" in summary["reason"]
     assert elapsed < 120
