@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -115,17 +117,18 @@ class _Individual:
                     description="GENOME: crossover, mutation, selection of a LoRA expert population "
                                 "(lora-* problems)")
 class Genome(Optimizer):
-    # Paper values where it states them (see docs/genome.md for which are ours).
+    # The authors' released defaults (run_genome.py; GenomePlus overrides with
+    # run_genomeplus.py's); docs/genome.md lists them and which settings are ours.
     PARAMS = {
         "population": Param(10, int, "individuals N", low=2),
-        "iterations": Param(10, int, "iterations K; later steps change nothing (evals 0)", low=1),
-        "crossover_rate": Param(0.3, float, "probability of each of N crossover trials", low=0.0, high=1.0),
-        "individual_mutation_rate": Param(0.3, float, "probability an individual yields a mutant",
+        "iterations": Param(50, int, "iterations K; later steps change nothing (evals 0)", low=1),
+        "crossover_rate": Param(0.8, float, "probability of each of N crossover trials", low=0.0, high=1.0),
+        "individual_mutation_rate": Param(0.15, float, "probability an individual yields a mutant",
                                           low=0.0, high=1.0),
-        "gene_mutation_rate": Param(0.1, float, "fraction of a mutant's elements perturbed",
+        "gene_mutation_rate": Param(0.01, float, "fraction of a mutant's elements perturbed",
                                     low=0.0, high=1.0),
         "mutation_sigma": Param(1e-2, float, "std of the mutation noise (weight units)", low=0.0),
-        "elite_ratio": Param(0.1, float, "fraction kept by rank before fitness-proportional sampling",
+        "elite_ratio": Param(0.02, float, "fraction kept by rank before fitness-proportional sampling",
                              low=0.0, high=1.0),
         "init": Param("mixed", str, "mixed: experts then random combinations; combinations: all random",
                       choices=("mixed", "combinations")),
@@ -288,4 +291,15 @@ class GenomePlus(Genome):
         **Genome.PARAMS,
         "succession": Param(True, bool, "GENOME+ experience vectors"),
         "ensemble": Param(True, bool, "solution = majority vote of the top ensemble_k"),
+        # run_genomeplus.py: its own rates, and inertia/cognitive/social/repel/lambda_step
+        "iterations": replace(Genome.PARAMS["iterations"], default=20),
+        "individual_mutation_rate": replace(Genome.PARAMS["individual_mutation_rate"], default=0.3),
+        "gene_mutation_rate": replace(Genome.PARAMS["gene_mutation_rate"], default=0.1),
+        "mutation_sigma": replace(Genome.PARAMS["mutation_sigma"], default=0.05),
+        "elite_ratio": replace(Genome.PARAMS["elite_ratio"], default=0.1),
+        "inertia": replace(Genome.PARAMS["inertia"], default=0.2),
+        "phi_global": replace(Genome.PARAMS["phi_global"], default=0.2),
+        "phi_personal": replace(Genome.PARAMS["phi_personal"], default=0.2),
+        "phi_worst": replace(Genome.PARAMS["phi_worst"], default=0.1),
+        "succession_lambda": replace(Genome.PARAMS["succession_lambda"], default=0.5),
     }

@@ -30,7 +30,7 @@ METHODS = [          # (label, optimizer, --set overrides)
 
 
 def main(argv) -> int:
-    from harness import runner, store
+    from harness import registry, runner, store
     from harness.errors import UsageError
     from problems.lora_tasks import parse_tasks
 
@@ -38,7 +38,9 @@ def main(argv) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="count,max,pattern")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=10, help="GENOME iterations K (= --steps)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iterations K (= --steps) of every genome method; default: each method's own "
+                        "(genome 50, genome+ 20, as in the authors' scripts)")
     p.add_argument("--out", default="reports/genome")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra problem settings for every run (e.g. world_experts=3)")
@@ -48,7 +50,7 @@ def main(argv) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if args.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         raise UsageError(f"--iterations {args.iterations}: must be >= 1")
     from harness.params import parse_set_args
 
@@ -60,9 +62,10 @@ def main(argv) -> int:
         for seed in seeds:
             for label, opt, sets in METHODS:
                 overrides = {**extra, **{f"optimizer.{k}": v for k, v in sets.items()}}
+                steps = 1
                 if opt.startswith("genome"):
-                    overrides["optimizer.iterations"] = str(args.iterations)
-                steps = args.iterations if opt.startswith("genome") else 1
+                    steps = args.iterations or registry.optimizer(opt).schema()[0]["iterations"].default
+                    overrides["optimizer.iterations"] = str(steps)
                 run_id = f"{label.replace(' ', '').replace('(', '-').replace(')', '')}_{task}_s{seed}"
                 path = runs_dir / run_id
                 if (path / "summary.json").exists() and store.read_json(path / "summary.json")["status"] == "ok":
@@ -103,9 +106,12 @@ def render(rows, tasks, seeds, args) -> str:
     def acc(task, label):
         return [r["test_accuracy"] for r in rows if r["task"] == task and r["method"] == label]
 
+    k = (f"K={args.iterations} iterations" if args.iterations
+         else "K = each method's default iterations: genome 50, genome+ 20")
+    k_flag = f" --iterations {args.iterations}" if args.iterations else ""
     lines = [f"Test exact-match accuracy, mean ± std over seeds {','.join(map(str, seeds))} "
-             f"(K={args.iterations} iterations; command: `python -m harness reproduce genome "
-             f"--tasks {','.join(tasks)} --seeds {args.seeds} --iterations {args.iterations}`)", "",
+             f"({k}; command: `python -m harness reproduce genome "
+             f"--tasks {','.join(tasks)} --seeds {args.seeds}{k_flag}`)", "",
              "| method | " + " | ".join(tasks) + " | mean | gain over best-expert |",
              "| --- | " + " | ".join("---" for _ in tasks) + " | --- | --- |"]
     best = {t: statistics.mean(acc(t, "best-expert")) for t in tasks}
