@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 import torch  # noqa: E402
 
 from harness import registry
-from harness.params import resolve
 from harness.seeding import derive_seed
 from optimizers._perturb import Perturber, tensor_noise
 
@@ -33,9 +32,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    entry = registry.problem(args.problem)
-    hp = resolve(entry.schema()[0], {"dtype": "bfloat16"}, args.problem)
-    prob = entry.instantiate(args.problem, hp, 0)
+    prob = registry.problem(args.problem).create({"dtype": "bfloat16"})
     prob.build(torch.device(args.device))
     params = prob.trainable()
     original = [p.detach().clone() for _, p in params]

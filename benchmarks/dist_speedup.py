@@ -50,8 +50,7 @@ def worker(args) -> None:
 
     torch.set_num_threads(1)
     device = distributed.init(torch.device("cpu"))
-    entry = registry.problem(args.problem)
-    prob = entry.instantiate(args.problem, resolve(entry.schema()[0], {}, args.problem), 0)
+    prob = registry.problem(args.problem).create()
     prob.check()
     prob.build(device)
     opt_entry = registry.optimizer("es")

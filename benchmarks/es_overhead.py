@@ -50,8 +50,7 @@ def build(problem: str, device: str, overrides: dict):
 
     overrides = dict(overrides)
     pop = overrides.pop("_pop")
-    entry = registry.problem(problem)
-    prob = entry.instantiate(problem, resolve(entry.schema()[0], overrides, problem), 0)
+    prob = registry.problem(problem).create(overrides)
     prob.check()
     prob.build(torch.device(device))
     es_hp = resolve(registry.optimizer("es").schema()[0], {"population": str(pop)}, "es")

@@ -27,8 +27,7 @@ from optimizers.es import ES  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    entry = registry.problem("qwen3-tiny")
-    prob = entry.instantiate("qwen3-tiny", resolve(entry.schema()[0], {}, "qwen3-tiny"), 0)
+    prob = registry.problem("qwen3-tiny").create()
     prob.build(torch.device("cpu"))
     es = ES(prob, resolve(registry.optimizer("es").schema()[0], {}, "es"), 0)
     es.setup()

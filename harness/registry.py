@@ -46,6 +46,14 @@ class Entry:
         """Build the object with resolved hyperparameters (problems get their presets)."""
         return self.factory(name, hparams, seed, **self.schema()[1])
 
+    def create(self, overrides: dict[str, Any] | None = None, seed: int = 0, owner: str | None = None):
+        """The problem of this name with its defaults and `overrides` (validated as
+        `--set` values are; errors name `owner`, default this name). Nothing is built."""
+        from harness.params import resolve
+
+        schema, _ = self.schema()
+        return self.instantiate(self.name, resolve(schema, overrides or {}, owner or self.name), seed)
+
 
 OPTIMIZERS: dict[str, Entry] = {}
 PROBLEMS: dict[str, Entry] = {}

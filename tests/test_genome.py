@@ -33,9 +33,7 @@ def cache(tmp_path_factory):
 
 
 def make_problem(name="lora-count", **overrides):
-    entry = registry.problem(name)
-    hp = resolve(entry.schema()[0], {k: str(v) for k, v in {**TINY, **overrides}.items()}, name)
-    problem = entry.instantiate(name, hp, 0)
+    problem = registry.problem(name).create({k: str(v) for k, v in {**TINY, **overrides}.items()})
     problem.check()
     return problem
 

@@ -8,7 +8,6 @@ import pytest
 
 from conftest import load_jsonl, without_time
 from harness import registry
-from harness.params import resolve
 from harness.problem import SearchSpaceProblem
 from harness.runner import Budget, RunSpec, run
 from harness.space import Choice, Float, Int, Space
@@ -111,11 +110,9 @@ def test_weights_problems_have_no_objective_split(tmp_path):
 def test_digits_hpo_spaces_and_deterministic_objective():
     dims = {}
     for name in ("digits-hpo", "digits-hpo-15", "digits-hpo-31"):
-        e = registry.problem(name)
-        dims[name] = len(e.instantiate(name, resolve(e.schema()[0], {}, name), 0).space)
+        dims[name] = len(registry.problem(name).create().space)
     assert dims == {"digits-hpo": 6, "digits-hpo-15": 15, "digits-hpo-31": 31}
-    e = registry.problem("digits-hpo")
-    p = e.instantiate("digits-hpo", resolve(e.schema()[0], {"train_steps": "30"}, "t"), 0)
+    p = registry.problem("digits-hpo").create({"train_steps": "30"})
     good = {"lr": 3e-3, "width": 64, "depth": 1, "weight_decay": 1e-4, "batch_size": 64, "dropout": 0.0}
     bad = dict(good, lr=1e-4)
     assert p.objective(good) == p.objective(good) < p.objective(bad)

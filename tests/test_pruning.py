@@ -6,7 +6,6 @@ import torch
 
 from conftest import load_jsonl, without_time
 from harness import registry, store
-from harness.params import resolve
 from harness.problem import Pruned
 from harness.runner import Budget, RunSpec, run
 from optimizers.pruning import (energy_scales, iterative_synflow, layer_counts, magnitude_masks,
@@ -21,8 +20,7 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _problem(sparsity: int, seed: int = 0, **hp):
-    entry = registry.problem(f"digits-prune-{sparsity}")
-    problem = entry.instantiate(entry.name, resolve(entry.schema()[0], {**SMALL, **hp}, "t"), seed)
+    problem = registry.problem(f"digits-prune-{sparsity}").create({**SMALL, **hp}, seed)
     problem.check()
     problem.build(torch.device("cpu"))
     return problem

@@ -14,9 +14,7 @@ from problems.text_data import HELDOUT_EVERY, chunk_tokens, load_corpus, make_to
 
 
 def make_problem(name="qwen3-tiny", seed=0, **overrides):
-    entry = registry.problem(name)
-    hp = resolve(entry.schema()[0], {k: str(v) for k, v in overrides.items()}, name)
-    return entry.instantiate(name, hp, seed)
+    return registry.problem(name).create({k: str(v) for k, v in overrides.items()}, seed)
 
 
 def run_inprocess(tmp_path, optimizer, steps, problem="qwen3-tiny", **overrides):

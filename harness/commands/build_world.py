@@ -21,15 +21,13 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from harness import registry
-    from harness.params import resolve
 
     # Same validation and sizes as the problems' world_* settings.
     overrides = {f"world_{k}": str(v) for k, v in (
         ("seed", args.seed), ("experts", args.experts), ("expert_steps", args.expert_steps),
         ("pretrain_steps", args.pretrain_steps), ("hidden", args.hidden), ("layers", args.layers),
         ("lora_r", args.lora_r)) if v is not None}
-    entry = registry.problem("lora-add")
-    problem = entry.instantiate("lora-add", resolve(entry.schema()[0], overrides, "build-world"), 0)
+    problem = registry.problem("lora-add").create(overrides, owner="build-world")
     problem.check()
     from problems.lora_world import build_world
 

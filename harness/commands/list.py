@@ -34,7 +34,6 @@ def _table(rows, headers) -> str:
 
 def main(args) -> int:
     from harness import registry
-    from harness.params import resolve
 
     registry.load_all()
     if args.what in (None, "optimizers"):
@@ -45,7 +44,7 @@ def main(args) -> int:
     if args.what in (None, "problems"):
         rows = []
         for e in sorted(registry.PROBLEMS.values(), key=lambda e: _natural(e.name)):
-            problem = e.instantiate(e.name, resolve(e.schema()[0], {}, e.name), 0)
+            problem = e.create()
             rows.append([e.name, ",".join(e.kinds), _fmt_count(problem.param_count()), e.description])
         print(_table(rows, ["problem", "kinds", "params", "description"]))
     return 0

@@ -126,7 +126,7 @@ def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> P
         hpo_over["problem.train_steps"] = options["hpo_train_steps"]
     evals = options["hpo_evals"]
     for prob in _names(options["hpo_problems"]):
-        dim = len(registry.problem(prob).instantiate(prob, {"train_steps": 1, "split_seed": 0}, 0).space)
+        dim = len(registry.problem(prob).create({"train_steps": "1"}).space)
         for opt in _names(options["hpo_optimizers"]):
             over = dict(hpo_over)
             # every optimizer gets exactly `evals` evaluations: whole generations/batches
