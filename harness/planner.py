@@ -30,7 +30,6 @@ import sys
 import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -273,7 +272,6 @@ def cached_model_facts(problem, device_type: str = "cpu", isolated: bool = True,
                        shadow=None) -> ModelFacts | None:
     """model_facts_isolated, remembered in the harness cache dir: tracing costs 1-3 s
     (imports), a cache hit about a millisecond, so repeated runs start at once."""
-    from harness.cache import cache_dir
     from harness.store import atomic_write_bytes
 
     path = _facts_path()

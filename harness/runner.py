@@ -22,7 +22,7 @@ import torch
 from harness import distributed, registry, store
 from harness.envinfo import environment, resolve_device
 from harness.errors import UsageError
-from harness.memory import PeakMemory, current_rss_bytes
+from harness.memory import PeakMemory
 from harness.params import resolve, schema_of, split_overrides
 from harness.seeding import rng_state, seed_everything, set_rng_state
 

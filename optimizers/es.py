@@ -22,7 +22,6 @@ process scoring its share ends with the same weights as one scoring all N. The l
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

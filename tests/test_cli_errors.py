@@ -1,6 +1,5 @@
 """Bad input: one clear line, exit 2, nothing written."""
 
-from pathlib import Path
 
 import pytest
 

@@ -10,7 +10,7 @@ import torch
 from harness import registry, runner, store
 from harness.errors import UsageError
 from harness.params import resolve
-from problems.text_data import HELDOUT_EVERY, chunk_tokens, load_corpus, make_tokenizer
+from problems.text_data import chunk_tokens, load_corpus, make_tokenizer
 
 
 def make_problem(name="qwen3-tiny", seed=0, **overrides):

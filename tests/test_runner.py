@@ -4,8 +4,6 @@ import json
 import math
 
 import cma
-import numpy as np
-import pytest
 import torch
 
 from conftest import load_jsonl, only_run_dir, without_time

@@ -1,15 +1,12 @@
 """Sweeps end to end: one process per run, a failure recorded, skip and resume, then the report."""
 
 import csv
-import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from harness import store, sweep
 from harness.cli import main as cli_main
-from harness.errors import UsageError
 
 
 class _Links(HTMLParser):
