@@ -46,16 +46,13 @@ def worker(args) -> None:
     import torch
 
     from harness import distributed, registry
-    from harness.params import resolve
 
     torch.set_num_threads(1)
     device = distributed.init(torch.device("cpu"))
     prob = registry.problem(args.problem).create()
     prob.check()
     prob.build(device)
-    opt_entry = registry.optimizer("es")
-    es = opt_entry.factory(prob, resolve(opt_entry.schema()[0], {"population": str(args.population)},
-                                         "es"), 0)
+    es = registry.optimizer("es").build(prob, 0, population=args.population)
     es.setup()
     es.step(0)  # warm-up: lazy allocations, first-call overheads
     walls, cpus, sent = [], [], []

@@ -45,16 +45,13 @@ import torch  # noqa: E402
 
 def build(problem: str, device: str, overrides: dict):
     from harness import registry
-    from harness.params import resolve
-    from optimizers.es import ES
 
     overrides = dict(overrides)
     pop = overrides.pop("_pop")
     prob = registry.problem(problem).create(overrides)
     prob.check()
     prob.build(torch.device(device))
-    es_hp = resolve(registry.optimizer("es").schema()[0], {"population": str(pop)}, "es")
-    es = ES(prob, es_hp, 0)
+    es = registry.optimizer("es").build(prob, 0, population=pop)
     es.setup()
     return prob, es
 

@@ -19,9 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from harness import registry  # noqa: E402
-from harness.params import resolve  # noqa: E402
 from optimizers._perturb import tensor_noise  # noqa: E402
-from optimizers.es import ES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def tiny():
     torch.set_num_threads(1)
     prob = registry.problem("qwen3-tiny").create()
     prob.build(torch.device("cpu"))
-    es = ES(prob, resolve(registry.optimizer("es").schema()[0], {}, "es"), 0)
+    es = registry.optimizer("es").build(prob, 0)
     es.setup()
     return prob, es
 

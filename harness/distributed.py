@@ -163,3 +163,42 @@ def shard_batch(batch: Any) -> Any:
 def shutdown() -> None:
     if active():
         dist.destroy_process_group()
+
+
+# -- failure attribution --------------------------------------------------------
+# What a rank sees when a peer is gone: our collectives' error, torchrun's SIGTERM,
+# and the transport's own words for collectives inside torch (DDP's gradient all-reduce).
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
+              "DistBackendError", "NCCL communicator was aborted")
+
+
+def secondary(reason: str | None) -> bool:
+    """A failure caused by another rank's, not by this rank's own error."""
+    return (reason is None or reason.startswith(("CollectiveError:", "Terminated:"))
+            or any(text in reason for text in _PEER_LOST))
+
+
+def error_file_name() -> str:
+    """Where this rank writes the traceback of its own failure, in the run directory."""
+    return "error.txt" if is_main() else f"error-rank{rank()}.txt"
+
+
+def attribute_failure(reason: str, run_dir, wait_s: float = 3.0) -> str:
+    """The cause of a failed multi-rank run: this rank's reason unless it only saw a
+    peer go (a broken collective, torchrun's SIGTERM); then the first line another
+    rank wrote about its own failure (it may take a moment to land), prefixed with
+    that rank."""
+    import time
+    from pathlib import Path
+
+    if world_size() <= 1 or not secondary(reason):
+        return reason
+    deadline = time.monotonic() + wait_s
+    while True:
+        for path in sorted(Path(run_dir).glob("error-rank*.txt")):
+            lines = path.read_text().splitlines()
+            if lines and not secondary(lines[0]):
+                return f"rank {path.stem.replace('error-rank', '')}: {lines[0]}"
+        if time.monotonic() > deadline:
+            return reason
+        time.sleep(0.1)

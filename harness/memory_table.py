@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness import registry, store
 from harness.errors import UsageError
-from harness.params import schema_of
+from harness.params import route_sets, unused_sets
 
 GiB = 2**30
 POPULATION_KEYS = ("population", "popsize", "pop_size")
@@ -41,36 +41,44 @@ def select_problems(spec: str) -> list[str]:
     return names
 
 
-def _overrides_for(opt: str, prob: str, overrides: dict, population: int | None) -> dict:
-    """The --set keys that apply to this pair, plus the population where it has one."""
-    opt_schema = schema_of(registry.optimizer(opt).factory)
-    prob_schema = registry.problem(prob).schema()[0]
-    out = {}
-    for key, value in overrides.items():
-        side, _, bare = key.partition(".") if key.startswith(("optimizer.", "problem.")) else ("", "", key)
-        if side in ("", "optimizer") and bare in opt_schema:
-            out[f"optimizer.{bare}"] = value
-        elif side in ("", "problem") and bare in prob_schema:
-            out[f"problem.{bare}"] = value
+def _pair_sets(opt: str, prob: str, overrides: dict, population: int | None) -> dict:
+    """The --set items that apply to this pair (harness.params.route_sets), plus the
+    population where the optimizer has one and the user did not set it."""
+    opt_entry, prob_entry = registry.optimizer(opt), registry.problem(prob)
+    opt_schema = opt_entry.schema_for(prob_entry.factory)
+    routed = route_sets(overrides, opt_schema, prob_entry.schema()[0], opt, prob, partial=True)
+    out = dict(routed.used)
     if population:
         for key in POPULATION_KEYS:
-            if key in opt_schema and f"optimizer.{key}" not in out:
+            if key in opt_schema and key not in routed.optimizer:
                 out[f"optimizer.{key}"] = population
                 break
     return out
 
 
-def _check_overrides(optimizers, problems, overrides) -> None:
-    valid = set()
+def _check_overrides(optimizers, problems, overrides) -> set:
+    used = set()
+    for opt in optimizers:
+        for prob in problems:
+            used |= set(_pair_sets(opt, prob, overrides, None))
+    unused_sets(overrides, used, "table")
+    return used
+
+
+def measure_items(optimizers: list[str], problems: list[str], overrides: dict | None,
+                  population: int | None, steps: int, device: str = "cpu") -> list:
+    """Runs that measure the table's own settings on this machine: every optimizer on
+    each of `problems` (sizes that fit here), `steps` steps, no eval beyond the first."""
+    from harness.experiments import item
+
+    overrides = dict(overrides or {})
     for name in optimizers:
-        valid |= set(schema_of(registry.optimizer(name).factory))
-    for name in problems:
-        valid |= set(registry.problem(name).schema()[0])
-    for key in overrides:
-        bare = key.split(".", 1)[1] if key.startswith(("optimizer.", "problem.")) else key
-        if bare not in valid:
-            raise UsageError(f"--set {key}: no optimizer or problem of the table has it; "
-                             f"valid: {', '.join(sorted(valid))}")
+        registry.optimizer(name)
+    names = select_problems(",".join(problems))
+    _check_overrides(optimizers, names, overrides)
+    return [item(opt, prob, 0, {"steps": steps}, _pair_sets(opt, prob, overrides, population),
+                 eval_every=10**9, checkpoint_every=0)
+            for prob in names for opt in optimizers]
 
 
 def measured_runs(runs_dir, problems, optimizers, device: str) -> list[dict]:
@@ -102,8 +110,8 @@ def measured_runs(runs_dir, problems, optimizers, device: str) -> list[dict]:
 
 def build(optimizers: list[str], problems: str, device: str = "cuda", overrides: dict | None = None,
           population: int | None = 30, out_dir="reports/memory", runs_dir="runs") -> dict:
-    from harness.planner import Plan, plan_prepared
-    from harness.runner import Prepared, RunSpec
+    from harness.planner import Plan, plan_run
+    from harness.spec import Prepared, RunSpec
 
     overrides = dict(overrides or {})
     names = select_problems(problems)
@@ -115,9 +123,10 @@ def build(optimizers: list[str], problems: str, device: str = "cuda", overrides:
         facts = None
         row: dict = {"problem": prob}
         for opt in optimizers:
-            prepared = Prepared(RunSpec(optimizer=opt, problem=prob, device="cpu",
-                                        overrides=_overrides_for(opt, prob, overrides, population)))
-            p: Plan = plan_prepared(prepared, device, facts=facts)
+            sets = _pair_sets(opt, prob, overrides, population)
+            prepared = Prepared(RunSpec(optimizer=opt, problem=prob, device="cpu", overrides=sets))
+            p: Plan = plan_run(opt, prepared.optimizer_class, prepared.opt_hp, prepared.problem, device,
+                               facts=facts)
             facts = p.facts  # the model's facts do not depend on the optimizer
             if not p.declared:
                 raise UsageError(f"optimizer {opt!r} declares no memory model; it cannot be tabled")
@@ -127,8 +136,7 @@ def build(optimizers: list[str], problems: str, device: str = "cuda", overrides:
             row["weight_dtype_bytes"] = p.facts.dtype_bytes
             row[f"{opt}_bytes"] = p.peak_bytes
             row[f"{opt}_breakdown"] = p.breakdown
-            row[f"{opt}_settings"] = {k.split(".", 1)[1]: v for k, v in _overrides_for(
-                opt, prob, overrides, population).items()}
+            row[f"{opt}_settings"] = {k.split(".")[-1]: v for k, v in sets.items()}
         if "es_bytes" in row and "adam_bytes" in row:
             row["adam_over_es"] = row["adam_bytes"] / row["es_bytes"]
         if "mezo_bytes" in row and "adam_bytes" in row:

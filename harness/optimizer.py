@@ -1,17 +1,23 @@
-"""Base class of optimizer adapters.
+"""The optimizer contract: everything the engine reads of an adapter is declared here.
 
-An adapter gets the built problem, its resolved hyperparameters and the run
-seed; the runner calls `setup` once, then `step(k)` for k = 0, 1, ... until
-the budget is spent. Everything needed to continue bit for bit must be in
-`state_dict` (RNG states included): the runner checkpoints it.
+An adapter is constructed with the built problem, its resolved hyperparameters,
+the run seed, the kind of problem it runs on (one of its KINDS that the problem
+offers) and the run's budget; the runner calls `setup` once, then `step(k)`
+for k = 0, 1, ... until the budget is spent or `is_finished()`. Everything
+needed to continue bit for bit must be in `state_dict` (RNG states included):
+the runner checkpoints it. Nothing here is probed with getattr: a new adapter
+inherits every default below and overrides what it needs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.params import Param
+
+if TYPE_CHECKING:
+    from harness.spec import Budget
 
 
 @dataclass
@@ -22,17 +28,28 @@ class StepResult:
 
 
 class Optimizer:
-    NAME = "?"
+    # The problem kinds it runs on; set by harness.registry.register_optimizer.
     KINDS: tuple[str, ...] = ()
+    # Typed hyperparameters (--set KEY=VALUE), merged along the class hierarchy.
     PARAMS: dict[str, Param] = {}
-    # The run's budget (harness.runner.Budget: steps, evals, time_s), set by the runner
-    # before setup() for optimizers that plan for it (e.g. nevergrad); None outside a run.
-    run_budget = None
+    # True when it may run under torchrun with world size > 1 (it shards its own work).
+    DISTRIBUTED: bool = False
+    # Modules it imports lazily once running (counted in the planner's framework RSS).
+    RUNTIME_IMPORTS: tuple[str, ...] = ()
 
-    def __init__(self, problem, hparams: dict[str, Any], seed: int):
+    def __init__(self, problem, hparams: dict[str, Any], seed: int, *, kind: str,
+                 budget: "Budget | None" = None):
         self.problem = problem
         self.hp = hparams
         self.seed = seed
+        self.kind = kind            # the problem kind this run uses
+        self.budget = budget        # steps / evals / time_s of the run; None outside a run
+
+    # -- declared before anything is built ------------------------------------------
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any]) -> None:
+        """Validate resolved hyperparameters beyond their Param types (raise UsageError);
+        called before anything is built or written. Default: nothing."""
 
     @classmethod
     def memory_model(cls, hp: dict[str, Any], facts) -> dict[str, int] | None:
@@ -43,8 +60,9 @@ class Optimizer:
         weights only and says so)."""
         return None
 
+    # -- the run ------------------------------------------------------------------
     def setup(self) -> None:
-        """Called once after problem.build (not again on resume before load_state_dict)."""
+        """Called once after problem.build, before load_state_dict on resume."""
 
     def step(self, step: int) -> StepResult:
         raise NotImplementedError
@@ -53,11 +71,6 @@ class Optimizer:
         """True when further steps cannot change the solution (one-shot methods such as
         magnitude pruning); the runner then stops before the budget is spent."""
         return False
-
-    @classmethod
-    def check_hparams(cls, hp: dict[str, Any]) -> None:
-        """Validate resolved hyperparameters beyond their Param types (raise UsageError);
-        called before anything is built or written. Default: nothing."""
 
     def solution(self) -> Any:
         """What problem.evaluate() scores: None for weights problems (the model is the

@@ -101,41 +101,96 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def split_overrides(
-    overrides: dict[str, str],
+@dataclass
+class Routed:
+    """--set items routed to one optimizer/problem pair."""
+
+    optimizer: dict[str, Any]     # bare key -> raw value, for the optimizer
+    problem: dict[str, Any]       # bare key -> raw value, for the problem
+    used: dict[str, Any]          # the items as given (key text unchanged) that this pair takes
+
+
+def route_sets(
+    sets: dict[str, Any],
     optimizer_schema: dict[str, Param],
     problem_schema: dict[str, Param],
     optimizer_name: str,
     problem_name: str,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Route each --set key to the optimizer or the problem.
+    partial: bool = False,
+) -> Routed:
+    """Route each --set key to the optimizer or the problem: the one router of the harness.
 
-    A key both declare must be prefixed (optimizer.KEY / problem.KEY); an
-    unknown key is rejected with every valid key of both sides.
+    `optimizer.KEY` and `problem.KEY` name a side; a bare key goes to the side that
+    declares it, and one both declare must be prefixed. partial=False (one run): a key
+    neither side declares is an error naming every valid key. partial=True (one pair
+    of a sweep, a table, a reproduction): such keys are left out; the caller checks
+    that each key was used by some pair (`unused_sets`).
     """
-    opt: dict[str, str] = {}
-    prob: dict[str, str] = {}
-    for key, value in overrides.items():
-        if key.startswith("optimizer."):
-            opt[key.split(".", 1)[1]] = value
-        elif key.startswith("problem."):
-            prob[key.split(".", 1)[1]] = value
+    out = Routed({}, {}, {})
+    for key, value in sets.items():
+        side, _, bare = key.partition(".")
+        if side in ("optimizer", "problem") and bare:
+            schema = optimizer_schema if side == "optimizer" else problem_schema
         elif key in optimizer_schema and key in problem_schema:
             raise UsageError(
                 f"--set {key}: both optimizer {optimizer_name!r} and problem {problem_name!r} "
                 f"have it; write optimizer.{key}= or problem.{key}="
             )
-        elif key in optimizer_schema:
-            opt[key] = value
-        elif key in problem_schema:
-            prob[key] = value
         else:
+            bare = key
+            side = "optimizer" if key in optimizer_schema else "problem" if key in problem_schema else ""
+            schema = optimizer_schema if side == "optimizer" else problem_schema
+        if side and bare in schema:
+            getattr(out, side)[bare] = value
+            out.used[key] = value
+        elif side and not partial and key != bare:   # a prefixed key that side lacks
+            owner = optimizer_name if side == "optimizer" else problem_name
+            resolve(schema, {bare: value}, f"{side} {owner!r}")   # raises, naming the valid keys
+        elif not partial:
             valid = sorted(set(optimizer_schema) | set(problem_schema))
             raise UsageError(
                 f"unknown hyperparameter {key!r} for optimizer {optimizer_name!r} / problem "
                 f"{problem_name!r}; valid: {', '.join(valid) or '(none)'}"
             )
-    return opt, prob
+    return out
+
+
+def unused_sets(sets: dict[str, Any], used: set[str], where: str) -> None:
+    """A --set key that no pair of a sweep/table took is a typo: one line naming it."""
+    unused = sorted(set(sets) - used)
+    if unused:
+        raise UsageError(f"--set {unused[0]}: no optimizer or problem of this {where} declares it "
+                         f"(see `python -m harness describe NAME`; prefix optimizer. or problem. "
+                         f"if needed)")
+
+
+# torch.manual_seed and numpy take seeds below 2**64 and 2**32; derive_seed folds any
+# integer, but a run seed is also handed to libraries directly: keep it where all agree.
+SEED_MAX = 2**32 - 1
+
+
+def parse_seed(raw: Any, flag: str = "--seed") -> int:
+    """One run seed: an integer in [0, 2**32 - 1]."""
+    try:
+        seed = int(str(raw).strip())
+    except ValueError:
+        raise UsageError(f"{flag} {raw!r}: expected an integer in [0, {SEED_MAX}]") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"{flag} {raw!r}: expected an integer in [0, {SEED_MAX}]")
+    return seed
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: distinct run seeds, in order (the one seeds parser)."""
+    expected = f"expected distinct comma-separated integers in [0, {SEED_MAX}], e.g. 0,1,2"
+    parts = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        seeds = [parse_seed(t, flag) for t in parts]
+    except UsageError:
+        raise UsageError(f"{flag} {text!r}: {expected}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{flag} {text!r}: {expected}")
+    return seeds
 
 
 def schema_of(obj: Any) -> dict[str, Param]:

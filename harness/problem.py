@@ -1,9 +1,10 @@
-"""Base classes of the three problem kinds (see DESIGN.md, "Problem kinds").
+"""The problem contract: base classes of the problem kinds (DESIGN.md, "Problem kinds").
 
 A problem is constructed cheaply from its hyperparameters (`check` validates
 inputs without allocating), then `build` allocates models and data on the
-device. Everything an optimizer needs from a problem goes through these
-methods, so an optimizer of a kind works on every problem of that kind.
+device. Everything an optimizer or the engine needs from a problem is declared
+here (class attributes with defaults, methods), so an optimizer of a kind works
+on every problem of that kind and nothing is probed with getattr.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Problem:
     # Per-optimizer defaults this problem recommends, e.g. {"adam": {"lr": 3e-3}};
     # applied before --set, recorded in config.json like every other default.
     OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {}
+    # Modules it imports lazily when built (counted in the planner's framework RSS).
+    RUNTIME_IMPORTS: tuple[str, ...] = ()
 
     def __init__(self, name: str, hparams: dict[str, Any], seed: int):
         self.name = name
@@ -62,7 +65,7 @@ class WeightsProblem(Problem):
     """A torch module, a deterministic batch stream, a loss, an eval metric."""
 
     KINDS = ("weights",)
-    model: torch.nn.Module
+    model: torch.nn.Module | None = None     # set by build()
 
     def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The tensors weight-space optimizers change (in a fixed order)."""
@@ -75,6 +78,11 @@ class WeightsProblem(Problem):
     def loss(self, batch: Any) -> torch.Tensor:
         """Mean loss of self.model on batch (scalar tensor, differentiable)."""
         raise NotImplementedError
+
+    def micro_batches(self, batch: Any) -> list[tuple[Any, float]]:
+        """The batch as [(piece, weight)] with weights summing to 1, for gradient
+        accumulation when a whole batch does not fit one forward+backward. Default: one piece."""
+        return [(batch, 1.0)]
 
     def meta_model(self) -> torch.nn.Module | None:
         """The model as build() would make it (shapes, dtypes, trainable flags) on the
@@ -100,8 +108,29 @@ class WeightsProblem(Problem):
         self.model.load_state_dict(state["model"])
 
     def param_count(self) -> int | None:
-        model = getattr(self, "model", None)
-        return sum(p.numel() for p in model.parameters()) if model is not None else None
+        if self.model is None:
+            return None
+        return sum(p.numel() for p in self.model.parameters())
+
+
+class ExpertsProblem(WeightsProblem):
+    """Weights plus a population of expert adapters (the GENOME setting): the trainable
+    tensors are one adapter; experts, the adapter in place and its accuracy are exposed
+    so that population methods never copy the base model."""
+
+    KINDS = ("weights", "experts")
+
+    def expert_adapters(self) -> list[list[torch.Tensor]]:
+        """Every expert's adapter tensors, in trainable() order."""
+        raise NotImplementedError
+
+    def set_adapter(self, tensors: list[torch.Tensor]) -> None:
+        """Copy `tensors` (trainable() order) into the model's adapter."""
+        raise NotImplementedError
+
+    def accuracy(self, split: str = "val") -> float:
+        """Accuracy of the model with its current adapter on a split ("val" is fitness)."""
+        raise NotImplementedError
 
 
 class SearchSpaceProblem(Problem):

@@ -3,6 +3,10 @@
 Optimizer and problem modules register themselves when imported; the engine
 only imports the *packages* `optimizers` and `problems` and walks their
 modules (`load_all`), so it never names a specific optimizer.
+
+A variant is configuration, not a subclass: `register_variant("genome+",
+of="genome", succession=True, ...)` registers the same class under a new
+name with other defaults (optax's `nadamw = partial(adamw, nesterov=True)`).
 """
 
 from __future__ import annotations
@@ -10,29 +14,30 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from harness.errors import UsageError
 
-KINDS = ("weights", "search-space", "pruning")
+# weights: a model, a batch stream and a loss; search-space: a typed space and an
+# objective; pruning: a trained model and a sparsity target; experts: weights plus a
+# population of expert adapters (the lora problems; genome and its baselines need it)
+KINDS = ("weights", "search-space", "pruning", "experts")
 
 
 @dataclass
 class Entry:
     name: str
-    factory: Callable[..., Any]          # class (or callable) building the object
+    factory: Callable[..., Any]          # class building the object
     kinds: tuple[str, ...]
     description: str
-    presets: dict[str, Any] = field(default_factory=dict)  # fixed kwargs of a named size
+    presets: dict[str, Any] = field(default_factory=dict)  # defaults (and fixed kwargs) of this name
     family: str = ""
 
     def schema(self) -> tuple[dict, dict]:
         """(hyperparameter schema, remaining presets): a preset that names a declared
-        param becomes that param's default for this named size; the rest are passed
-        to the factory as keyword arguments."""
-        from dataclasses import replace
-
+        param becomes that param's default for this name (a problem size, an optimizer
+        variant); the rest are passed to the factory as keyword arguments."""
         from harness.params import schema_of
 
         schema = dict(schema_of(self.factory))
@@ -42,8 +47,9 @@ class Entry:
                 schema[key] = replace(schema[key], default=presets.pop(key))
         return schema, presets
 
+    # -- problems ----------------------------------------------------------------
     def instantiate(self, name: str, hparams: dict, seed: int):
-        """Build the object with resolved hyperparameters (problems get their presets)."""
+        """Build the problem with resolved hyperparameters and its presets."""
         return self.factory(name, hparams, seed, **self.schema()[1])
 
     def create(self, overrides: dict[str, Any] | None = None, seed: int = 0, owner: str | None = None):
@@ -53,6 +59,26 @@ class Entry:
 
         schema, _ = self.schema()
         return self.instantiate(self.name, resolve(schema, overrides or {}, owner or self.name), seed)
+
+    # -- optimizers --------------------------------------------------------------
+    def schema_for(self, problem_factory) -> dict:
+        """This optimizer's schema with the defaults a problem class recommends for it
+        (its OPTIMIZER_DEFAULTS) in place of the optimizer's own."""
+        schema = self.schema()[0]
+        for key, value in problem_factory.OPTIMIZER_DEFAULTS.get(self.name, {}).items():
+            schema[key] = replace(schema[key], default=value)
+        return schema
+
+    def build(self, problem, seed: int = 0, budget=None, **hp):
+        """The optimizer of this name on `problem` (an instance; build() it before
+        setup()), hyperparameters = defaults, the problem's recommendations, then `hp`
+        (validated as --set values are). The twin of `create` for optimizers."""
+        from harness.params import resolve
+
+        kind = compatible_kind(self.kinds, problem.KINDS, self.name, problem.name)
+        hparams = resolve(self.schema_for(type(problem)), hp, f"optimizer {self.name!r}")
+        self.factory.check_hparams(hparams)
+        return self.factory(problem, hparams, seed, kind=kind, budget=budget)
 
 
 OPTIMIZERS: dict[str, Entry] = {}
@@ -68,25 +94,42 @@ def _check_kinds(name: str, kinds) -> tuple[str, ...]:
     return kinds
 
 
+def _new_name(table: dict, name: str, what: str) -> str:
+    if name in table:
+        raise ValueError(f"{what} {name!r} registered twice")
+    if name != name.lower():
+        raise ValueError(f"{what} {name!r}: names are lower case (the CLI folds case)")
+    return name
+
+
 def register_optimizer(name: str, *, kinds, description: str):
     """Class decorator: `@register_optimizer("es", kinds=["weights"], description=...)`."""
 
     def deco(cls):
-        if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} registered twice")
-        OPTIMIZERS[name] = Entry(name, cls, _check_kinds(name, kinds), description)
-        cls.NAME = name
+        _new_name(OPTIMIZERS, name, "optimizer")
+        cls.KINDS = _check_kinds(name, kinds)
+        OPTIMIZERS[name] = Entry(name, cls, cls.KINDS, description)
         return cls
 
     return deco
 
 
-def register_problem(name: str, factory, *, kinds=None, description: str, family: str = "", **presets):
+def register_variant(name: str, *, of: str, description: str, **defaults):
+    """Register optimizer `of` again as `name` with other defaults (same class)."""
+    from harness.params import schema_of
+
+    base = OPTIMIZERS[of]
+    _new_name(OPTIMIZERS, name, "optimizer")
+    unknown = sorted(set(defaults) - set(schema_of(base.factory)))
+    if unknown:
+        raise ValueError(f"variant {name!r}: {of!r} declares no hyperparameter {unknown[0]!r}")
+    OPTIMIZERS[name] = Entry(name, base.factory, base.kinds, description, {**base.presets, **defaults})
+
+
+def register_problem(name: str, factory, *, description: str, family: str = "", **presets):
     """Register one named problem (one size of a family) with its fixed settings."""
-    if name in PROBLEMS:
-        raise ValueError(f"problem {name!r} registered twice")
-    kinds = kinds if kinds is not None else getattr(factory, "KINDS", ())
-    PROBLEMS[name] = Entry(name, factory, _check_kinds(name, kinds), description, presets, family)
+    _new_name(PROBLEMS, name, "problem")
+    PROBLEMS[name] = Entry(name, factory, _check_kinds(name, factory.KINDS), description, presets, family)
 
 
 def load_all() -> None:
@@ -106,9 +149,11 @@ def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
     load_all()
     if name in table:
         return table[name]
-    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
+    if name.lower() in table:   # names are lower case; `--optimizer CMA` means cma
+        return table[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(table), n=3, cutoff=0.5)
     if not close:  # fall back to names sharing a prefix, then to a short list
-        close = [n for n in table if n.split("-")[0] == name.split("-")[0]][:3] or sorted(table)[:5]
+        close = [n for n in table if n.split("-")[0] == name.lower().split("-")[0]][:3] or sorted(table)[:5]
     raise UsageError(f"unknown {what} {name!r}; did you mean: {', '.join(close)}?")
 
 
@@ -120,12 +165,27 @@ def problem(name: str) -> Entry:
     return _lookup(PROBLEMS, name, "problem")
 
 
-def check_compatible(opt: Entry, prob: Entry) -> str:
-    """The kind the pair will use, or a UsageError saying what each side has."""
-    common = [k for k in opt.kinds if k in prob.kinds]
+def compatible_kind(opt_kinds, prob_kinds, opt_name: str, prob_name: str) -> str:
+    """The first of the optimizer's kinds that the problem offers, or a UsageError
+    saying what each side has."""
+    common = [k for k in opt_kinds if k in prob_kinds]
     if not common:
         raise UsageError(
-            f"optimizer {opt.name!r} works on [{', '.join(opt.kinds)}] problems but problem "
-            f"{prob.name!r} offers [{', '.join(prob.kinds)}]"
+            f"optimizer {opt_name!r} works on [{', '.join(opt_kinds)}] problems but problem "
+            f"{prob_name!r} offers [{', '.join(prob_kinds)}]"
         )
     return common[0]
+
+
+def check_compatible(opt: Entry, prob: Entry) -> str:
+    """The kind the pair will use, or a UsageError saying what each side has and
+    which problems would do."""
+    try:
+        return compatible_kind(opt.kinds, prob.kinds, opt.name, prob.name)
+    except UsageError as exc:
+        examples: dict[str, str] = {}   # one problem per family
+        for e in PROBLEMS.values():
+            if set(e.kinds) & set(opt.kinds):
+                examples.setdefault(e.family or e.name, e.name)
+        hint = f"; it runs on e.g. {', '.join(list(examples.values())[:4])}" if examples else ""
+        raise UsageError(f"{exc}{hint}") from None

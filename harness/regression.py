@@ -21,7 +21,8 @@ from pathlib import Path
 
 from harness import registry, store
 from harness.errors import UsageError
-from harness.sweep import DONE, RunItem, execute
+from harness.executor import DONE, execute
+from harness.experiments import RunItem, item
 
 REFERENCE = Path(__file__).resolve().parent / "expected" / "reference.json"
 K_STD, REL, ABS = 3.0, 0.02, 1e-9
@@ -62,8 +63,8 @@ def runnable(entry: dict) -> str | None:
 
 
 def items_of(entry: dict) -> list[RunItem]:
-    sets = tuple(sorted((k, str(v)) for k, v in entry.get("sets", {}).items()))
-    return [RunItem(entry["optimizer"], entry["problem"], s, dict(entry["budget"]), sets)
+    """The reference suite as an experiment: one run item per seed of each entry."""
+    return [item(entry["optimizer"], entry["problem"], s, entry["budget"], entry.get("sets", {}))
             for s in entry["seeds"]]
 
 

@@ -134,6 +134,30 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     atomic_write_bytes(Path(path), "".join(dumps(r) + "\n" for r in kept).encode())
 
 
+def new_run_dir(runs_dir: Path, run_id: str | None, prefix: str) -> Path:
+    """A new, empty run directory: runs_dir/run_id, or runs_dir/<prefix>_<time>[-i]."""
+    from datetime import datetime
+
+    from harness.errors import UsageError
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if run_id:
+        path = runs_dir / run_id
+        if path.exists():
+            raise UsageError(f"--run-id {run_id!r}: {path} exists; use --resume {path} or a new id")
+        path.mkdir()
+        return path
+    base = f"{prefix}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1000):
+        path = runs_dir / (base if i == 0 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory under {runs_dir}")
+
+
 def iter_runs(runs_dir: Path) -> Iterable[Path]:
     """Run directories (those with a config.json) below runs_dir, sorted."""
     runs_dir = Path(runs_dir)

@@ -104,8 +104,7 @@ class Adam(Optimizer):
             n = _batch_len(batch)
             batch = distributed.shard_batch(batch)
             share = _batch_len(batch) / n if n else 1.0 / distributed.world_size()
-        split = getattr(self.problem, "micro_batches", None)
-        pieces = split(batch) if split is not None else [(batch, 1.0)]
+        pieces = self.problem.micro_batches(batch)
         loss = 0.0
         with self._through_ddp():
             for i, (piece, weight) in enumerate(pieces):

@@ -82,8 +82,7 @@ class CMAES(Optimizer):
     def setup(self) -> None:
         import cma
 
-        kind = self.problem.KINDS
-        self.on_weights = "weights" in kind and not hasattr(self.problem, "space")
+        self.on_weights = self.kind == "weights"
         # pycma draws from numpy's *global* RandomState by default, which a pickle of
         # the strategy then copies: a resumed run would continue on a private copy
         # while the original kept sharing the global stream. A private RandomState,

@@ -71,11 +71,15 @@ class ES(Optimizer):
         noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
         return {"noise": int(noise), "activations": int(facts.forward_activation_bytes)}
 
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if hp["antithetic"] and hp["population"] % 2:
+            n = hp["population"]
+            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
+                             f"(e.g. population={n + 1})")
+
     # -- lifecycle -------------------------------------------------------------
     def setup(self) -> None:
-        if self.hp["antithetic"] and self.hp["population"] % 2:
-            raise UsageError(f"--set population={self.hp['population']}: antithetic pairs need an "
-                             "even population")
         self.pert = Perturber(self.problem.trainable())
 
     def member(self, step: int, j: int) -> tuple[int, float]:

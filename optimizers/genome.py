@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
 from harness import distributed
 from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
-from harness.registry import register_optimizer
+from harness.registry import register_optimizer, register_variant
 from harness.seeding import derive_seed
 
 
@@ -113,11 +111,11 @@ class _Individual:
         self.x, self.f, self.v, self.pbest, self.pbest_f = x, f, v, pbest, pbest_f
 
 
-@register_optimizer("genome", kinds=["weights"],
+@register_optimizer("genome", kinds=["experts"],
                     description="GENOME: crossover, mutation, selection of a LoRA expert population "
                                 "(lora-* problems)")
 class Genome(Optimizer):
-    # The authors' released defaults (run_genome.py; GenomePlus overrides with
+    # The authors' released defaults (run_genome.py; the genome+ variant below overrides with
     # run_genomeplus.py's); docs/genome.md lists them and which settings are ours.
     PARAMS = {
         "population": Param(10, int, "individuals N", low=2),
@@ -141,7 +139,6 @@ class Genome(Optimizer):
         "ensemble": Param(False, bool, "solution = majority vote of the top ensemble_k"),
         "ensemble_k": Param(3, int, "ensemble size", low=1),
     }
-    REQUIRES_PROBLEM_METHODS = ("expert_adapters", "set_adapter", "accuracy")
     DISTRIBUTED = True
 
     @classmethod
@@ -283,23 +280,13 @@ class Genome(Optimizer):
             self.problem.set_adapter(max(self.pop, key=lambda ind: ind.f).x)
 
 
-@register_optimizer("genome+", kinds=["weights"],
-                    description="GENOME+: GENOME with succession (experience vectors) and a "
-                                "top-k majority-vote ensemble (lora-* problems)")
-class GenomePlus(Genome):
-    PARAMS = {
-        **Genome.PARAMS,
-        "succession": Param(True, bool, "GENOME+ experience vectors"),
-        "ensemble": Param(True, bool, "solution = majority vote of the top ensemble_k"),
-        # run_genomeplus.py: its own rates, and inertia/cognitive/social/repel/lambda_step
-        "iterations": replace(Genome.PARAMS["iterations"], default=20),
-        "individual_mutation_rate": replace(Genome.PARAMS["individual_mutation_rate"], default=0.3),
-        "gene_mutation_rate": replace(Genome.PARAMS["gene_mutation_rate"], default=0.1),
-        "mutation_sigma": replace(Genome.PARAMS["mutation_sigma"], default=0.05),
-        "elite_ratio": replace(Genome.PARAMS["elite_ratio"], default=0.1),
-        "inertia": replace(Genome.PARAMS["inertia"], default=0.2),
-        "phi_global": replace(Genome.PARAMS["phi_global"], default=0.2),
-        "phi_personal": replace(Genome.PARAMS["phi_personal"], default=0.2),
-        "phi_worst": replace(Genome.PARAMS["phi_worst"], default=0.1),
-        "succession_lambda": replace(Genome.PARAMS["succession_lambda"], default=0.5),
-    }
+# GENOME+ is GENOME with succession and the ensemble on, at the defaults of the
+# authors' run_genomeplus.py (its own rates, inertia/cognitive/social/repel/lambda_step).
+register_variant(
+    "genome+", of="genome",
+    description="GENOME+: GENOME with succession (experience vectors) and a top-k majority-vote "
+                "ensemble (lora-* problems)",
+    succession=True, ensemble=True, iterations=20, individual_mutation_rate=0.3,
+    gene_mutation_rate=0.1, mutation_sigma=0.05, elite_ratio=0.1, inertia=0.2, phi_global=0.2,
+    phi_personal=0.2, phi_worst=0.1, succession_lambda=0.5,
+)

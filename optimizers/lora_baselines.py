@@ -16,7 +16,6 @@ from harness.registry import register_optimizer
 
 class _ExpertBaseline(Optimizer):
     PARAMS: dict = {}
-    REQUIRES_PROBLEM_METHODS = ("expert_adapters", "set_adapter", "accuracy")
 
     def setup(self) -> None:
         self.chosen, self.val, self.info = None, None, {}
@@ -41,7 +40,7 @@ class _ExpertBaseline(Optimizer):
             self.problem.set_adapter(self.chosen)
 
 
-@register_optimizer("best-expert", kinds=["weights"],
+@register_optimizer("best-expert", kinds=["experts"],
                     description="baseline: the single expert adapter with the best validation accuracy "
                                 "(lora-* problems)")
 class BestExpert(_ExpertBaseline):
@@ -55,7 +54,7 @@ class BestExpert(_ExpertBaseline):
         return experts[best], scores[best], len(experts), {"expert": best}
 
 
-@register_optimizer("uniform-merge", kinds=["weights"],
+@register_optimizer("uniform-merge", kinds=["experts"],
                     description="baseline: the element-wise mean of all expert adapters (lora-* problems)")
 class UniformMerge(_ExpertBaseline):
     def choose(self):

@@ -73,7 +73,7 @@ class Nevergrad(Optimizer):
 
         param = ng_parametrization(self.problem.space, self.seed)
         budget = self.hp["budget"]
-        run = self.run_budget
+        run = self.budget
         if budget is None and run is not None:   # NGOpt needs one to choose its algorithm
             budget = run.evals or (run.steps * self.hp["batch"] if run.steps else None)
         self.opt = ng.optimizers.registry[self.hp["name"]](parametrization=param, budget=budget,

@@ -34,7 +34,7 @@ import torch
 
 from harness.errors import UsageError
 from harness.params import Param
-from harness.problem import WeightsProblem
+from harness.problem import ExpertsProblem
 from harness.registry import register_problem
 from problems.lora_tasks import TASKS, parse_tasks, splits
 
@@ -64,7 +64,7 @@ def adapter_dirs(path: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "adapter_config.json").exists()) if root.is_dir() else []
 
 
-class LoraTasks(WeightsProblem):
+class LoraTasks(ExpertsProblem):
     PARAMS = {
         "tasks": Param("add", str, "comma-separated tasks; fitness = mean accuracy over them "
                        f"(valid: {', '.join(TASKS)})"),
@@ -317,9 +317,8 @@ class LoraTasks(WeightsProblem):
             return get_peft_model(base, lcfg)
 
     def param_count(self):
-        model = getattr(self, "model", None)
-        if model is not None:
-            return sum(p.numel() for p in model.parameters())
+        if self.model is not None:
+            return super().param_count()
         if self.real():
             return None
         try:

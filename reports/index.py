@@ -168,6 +168,7 @@ def _md_table_to_html(text: str) -> str:
     """The Markdown table's cells (mean ± std) as an HTML table."""
     rows = [r.strip().strip("|").split("|") for r in text.splitlines() if r.strip()]
     head, body = rows[0], [r for r in rows[2:]]
-    out = ['<div class="scroll"><table><thead><tr>' + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"]
+    cells = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
+    out = ['<div class="scroll"><table><thead><tr>' + cells + "</tr></thead><tbody>"]
     out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
     return "\n".join(out + ["</tbody></table></div>"])

@@ -8,7 +8,7 @@ from harness.params import Param, parse_set_args, resolve
 
 
 def _one_error_line(proc) -> str:
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 
@@ -77,7 +77,7 @@ def test_param_parsing_and_bounds():
 def test_list_shows_kinds_and_param_counts(cli):
     proc = cli("list", "problems")
     assert proc.returncode == 0, proc.stderr
-    row = next(l for l in proc.stdout.splitlines() if l.startswith("digits-mlp "))
+    row = next(r for r in proc.stdout.splitlines() if r.startswith("digits-mlp "))
     assert "weights" in row and "(4,810)" in row
     proc = cli("list", "optimizers")
-    assert any(l.startswith("cma ") and "search-space,weights" in l for l in proc.stdout.splitlines())
+    assert any(r.startswith("cma ") and "search-space,weights" in r for r in proc.stdout.splitlines())

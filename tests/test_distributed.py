@@ -5,41 +5,15 @@ Each 2-process run is a real `python -m torch.distributed.run --nproc_per_node 2
 torch thread (as torchrun's workers do, OMP_NUM_THREADS=1).
 """
 
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT, load_jsonl, only_run_dir, without_time
+from conftest import load_jsonl, only_run_dir, torchrun, without_time
 from harness import distributed, registry, store
 from harness.errors import UsageError
-from harness.runner import Budget, Prepared, RunSpec, _distributed_setup, run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "harness", "run", *args, "--no-progress"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from harness.runner import Budget, Prepared, RunSpec, run
 
 
 def _one_process(tmp_path, optimizer, steps, overrides):
@@ -170,9 +144,7 @@ def test_evaluate_population_alone_scores_every_member_in_order():
 
 
 def test_optimizer_without_sharding_is_refused_under_torchrun(monkeypatch):
-    registry.load_all()
-    assert not getattr(registry.optimizer("cma").factory, "DISTRIBUTED", False)
-    prepared = Prepared(RunSpec(optimizer="cma", problem="sphere-5", budget=Budget(steps=1)))
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert not registry.optimizer("cma").factory.DISTRIBUTED
+    monkeypatch.setenv("WORLD_SIZE", "2")   # what torchrun sets: refused before anything is built
     with pytest.raises(UsageError, match="'cma' does not shard across processes; run it without torchrun"):
-        _distributed_setup(prepared)
+        Prepared(RunSpec(optimizer="cma", problem="sphere-5", budget=Budget(steps=1)))

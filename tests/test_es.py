@@ -6,19 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness import registry
-from harness.params import resolve
 from optimizers._perturb import Perturber, tensor_noise
-from optimizers.es import ES, shape_fitness
-from tests.conftest import load_jsonl, only_run_dir, without_time
-from tests.test_qwen3 import make_problem, run_inprocess
+from optimizers.es import shape_fitness
+from conftest import build_optimizer, load_jsonl, make_problem, only_run_dir, run_inprocess, without_time
 
 
 def make_es(problem, seed=0, **overrides):
-    hp = resolve(registry.optimizer("es").schema()[0], {k: str(v) for k, v in overrides.items()}, "es")
-    opt = ES(problem, hp, seed)
-    opt.setup()
-    return opt
+    return build_optimizer("es", problem, seed, **overrides)
 
 
 # Margins: about half of the measured drop (seed 0, 20 iterations, population 20):

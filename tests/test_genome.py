@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from harness import registry, runner, store
-from harness.params import resolve
 from optimizers.genome import crossover, mutate, select, succession
 from problems.lora import majority_vote
 from problems.lora_tasks import TASKS, splits, train_stream
-from tests.conftest import only_run_dir, without_time
+from conftest import build_optimizer, only_run_dir, torchrun, without_time
 
 # A world small enough to build in seconds: 3 experts, a few Adam steps each.
 TINY = {"world_experts": 3, "world_expert_steps": 3, "world_pretrain_steps": 3, "world_hidden": 32,
@@ -159,13 +158,9 @@ def test_es_and_uniform_merge_on_a_lora_problem(cache, tmp_path):
     assert m[-1]["evals"] == 8 and summary["param_count"] > 0
     prob = make_problem()
     prob.build(torch.device("cpu"))
-    from optimizers.es import ES
-
-    hp = resolve(registry.optimizer("es").schema()[0], {"population": "4"}, "es")
     frozen = {n: p.detach().clone() for n, p in prob.model.named_parameters() if not p.requires_grad}
     lora = [p.detach().clone() for _, p in prob.trainable()]
-    es = ES(prob, hp, 0)
-    es.setup()
+    es = build_optimizer("es", prob, population=4)
     es.step(0)
     assert all(torch.equal(p, frozen[n]) for n, p in prob.model.named_parameters() if n in frozen)
     assert any(not torch.equal(p, q) for (_, p), q in zip(prob.trainable(), lora))
@@ -176,7 +171,7 @@ def test_es_and_uniform_merge_on_a_lora_problem(cache, tmp_path):
 def test_bad_input_one_line_exit_2_nothing_written(cli, tmp_path):
     out = cli("run", "--optimizer", "genome", "--problem", "digits-mlp", "--steps", "1",
               "--runs-dir", str(tmp_path / "r"))
-    assert out.returncode == 2 and "expert_adapters" in out.stderr and "lora-" in out.stderr
+    assert out.returncode == 2 and "[experts]" in out.stderr and "lora-" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     out = cli("run", "--optimizer", "genome", "--problem", "lora-add", "--set", "tasks=add,divide",
               "--steps", "1", "--runs-dir", str(tmp_path / "r"))
@@ -223,13 +218,16 @@ def test_reproduce_dispatch_names_the_available_ones(cli):
     assert out.returncode == 2 and "genome" in out.stderr
 
 
-def test_reproduce_genome_writes_the_table(cache, tmp_path):
+def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
+    from harness.cli import main as cli_main
     from harness.reproductions import genome as repro
 
     sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
-    torch.set_num_threads(1)
-    assert repro.main(["--tasks", "count", "--seeds", "0", "--iterations", "1",
-                       "--out", str(tmp_path / "out"), *sets]) == 0
+    args = ["reproduce", "genome", "--tasks", "count", "--seeds", "0", "--iterations", "1", "--jobs", "2",
+            "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), *sets]
+    assert cli_main(args) == 0   # each run its own process (the world is built once, in the cache)
+    assert cli_main(args) == 0   # again: every run already done, the table rendered from the store
+    assert capsys.readouterr().out.count("already-done") == len(repro.METHODS)
     table = (tmp_path / "out" / "genome_table.md").read_text()
     for label, _, _ in repro.METHODS:
         assert f"| {label} |" in table
@@ -240,7 +238,6 @@ def test_reproduce_genome_writes_the_table(cache, tmp_path):
 
 def test_genome_plus_under_torchrun_is_bit_identical_to_one_process(cache, tmp_path):
     """Two gloo ranks each score half of every generation; one all-reduce of the scores."""
-    from tests.test_distributed import torchrun
 
     one_dir, _, one = run(tmp_path / "one", "genome+", steps=2, population=5)  # also builds the world
     sets = [a for k, v in TINY.items() for a in ("--set", f"problem.{k}={v}")]

@@ -1,6 +1,7 @@
 """Search-space HPO: tpe == plain Optuna, nevergrad seeding and names, overhead timing,
 digits-hpo problems, and the seed003 reproduction on a tiny budget."""
 
+import csv
 import math
 
 import optuna
@@ -68,7 +69,7 @@ def test_nevergrad_is_seeded_and_reproducible(mixed, tmp_path):
     (da, sa), (db, sb), (dc, _) = go("a", 0), go("b", 0), go("c", 1)
     ra, rb, rc = (without_time(load_jsonl(d / "metrics.jsonl")) for d in (da, db, dc))
     assert sa["status"] == "ok" and sa["evals"] == 15
-    assert ra == rb and ra != rc
+    assert ra == rb and ra != rc and sb["best_loss"] == sa["best_loss"]
     _, sd = go("d", 0, "TwoPointsDE")
     assert sd["status"] == "ok" and sd["best_loss"] < 5
 
@@ -86,7 +87,7 @@ def test_bad_nevergrad_name_is_one_line_naming_valid_choices(cli, tmp_path):
     proc = cli("run", "--optimizer", "nevergrad", "--problem", "sphere-5", "--set", "name=NGopt",
                "--runs-dir", str(tmp_path))
     assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "'NGopt'" in lines[0] and "NGOpt" in lines[0] and "CMA" in lines[0]
     assert not any(tmp_path.iterdir())
 
@@ -127,7 +128,7 @@ def test_cma_trains_inside_its_objective(tmp_path):
 
 
 def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
-    proc = cli("reproduce", "seed003", "--seeds", "0,1", "--out", str(tmp_path / "out"), "--runs-dir",
+    proc = cli("reproduce", "seed003", "--jobs", "2", "--seeds", "0,1", "--out", str(tmp_path / "out"), "--runs-dir",
                str(tmp_path / "runs"), "--set", "adam_steps=5", "--set", "sparsities=90,98",
                "--set", "prune_evals=6", "--set", "prune_train_steps=100", "--set", "hpo_problems=digits-hpo",
                "--set", "hpo_optimizers=tpe,cma", "--set", "hpo_evals=3", "--set", "hpo_train_steps=5",
@@ -138,7 +139,10 @@ def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
     assert "| digits-hpo | 6 | tpe | 3 |" in text and "| digits-hpo | 6 | cma | 3 |" in text
     assert "Differences from the paper" in text and "98%: synflow-cma" in text
     assert (tmp_path / "out" / "runs.csv").exists()
-    assert len(list((tmp_path / "runs").iterdir())) == 2 + 2 * 2 * 3 + 2 * 2
+    runs = [p for p in (tmp_path / "runs").iterdir() if (p / "summary.json").exists()]
+    assert len(runs) == 2 + 2 * 2 * 3 + 2 * 2 and not (tmp_path / "runs" / ".sweep-logs").exists()
+    peaks = {round(float(r["peak_memory_mb"])) for r in csv.DictReader(open(tmp_path / "out" / "runs.csv"))}
+    assert len(peaks) > 3   # each run's own peak (one process each), not one running maximum
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -150,7 +154,7 @@ def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
 def test_reproduce_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, needle):
     proc = cli(*args, "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
     assert not any(tmp_path.iterdir())
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import registry
-from harness.params import resolve
-from optimizers.mezo import MeZO
-from tests.test_qwen3 import make_problem, run_inprocess
+from conftest import build_optimizer, make_problem, run_inprocess
 
 
 def test_mezo_lowers_heldout_loss(tmp_path):
@@ -21,9 +18,7 @@ def test_mezo_step_is_a_seeded_spsa_update():
     torch.set_num_threads(1)
     prob = make_problem(samples=2)
     prob.build(torch.device("cpu"))
-    hp = resolve(registry.optimizer("mezo").schema()[0], {"lr": "0.01", "eps": "0.01"}, "mezo")
-    opt = MeZO(prob, hp, 0)
-    opt.setup()
+    opt = build_optimizer("mezo", prob, lr=0.01, eps=0.01)
     params = [p for _, p in prob.trainable()]
     before = [p.detach().clone() for p in params]
     res = opt.step(4)

@@ -7,24 +7,9 @@ import math
 import pytest
 import torch
 
-from harness import registry, runner, store
 from harness.errors import UsageError
-from harness.params import resolve
+from conftest import build_optimizer, make_problem, run_inprocess
 from problems.text_data import chunk_tokens, load_corpus, make_tokenizer
-
-
-def make_problem(name="qwen3-tiny", seed=0, **overrides):
-    return registry.problem(name).create({k: str(v) for k, v in overrides.items()}, seed)
-
-
-def run_inprocess(tmp_path, optimizer, steps, problem="qwen3-tiny", **overrides):
-    torch.set_num_threads(1)
-    spec = runner.RunSpec(optimizer, problem, seed=0, budget=runner.Budget(steps=steps),
-                          overrides={k: str(v) for k, v in overrides.items()},
-                          runs_dir=str(tmp_path), checkpoint_every=0)
-    run_dir, summary = runner.run(spec, progress=False)
-    assert summary["status"] == "ok", summary
-    return store.read_metrics(run_dir / "metrics.jsonl")
 
 
 def test_default_corpus_split_rule_is_fixed_and_disjoint():
@@ -135,10 +120,7 @@ def test_adam_micro_batches_accumulate_to_the_full_batch_gradient():
     for mb in (8, 3):
         prob = make_problem(micro_batch=mb)
         prob.build(torch.device("cpu"))
-        from optimizers.adam import Adam
-
-        opt = Adam(prob, resolve(registry.optimizer("adam").schema()[0], {}, "adam"), 0)
-        opt.setup()
+        opt = build_optimizer("adam", prob)
         loss = opt.step(0).loss
         grads.append((loss, [p.grad.clone() for _, p in prob.trainable()]))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
@@ -167,12 +149,9 @@ def test_a_local_transformers_tokenizer(tmp_path):
 
 def test_adam_keeps_an_fp32_master_for_bf16_weights():
     torch.set_num_threads(1)
-    from optimizers.adam import Adam
-
     prob = make_problem(dtype="bfloat16", samples=2)
     prob.build(torch.device("cpu"))
-    opt = Adam(prob, resolve(registry.optimizer("adam").schema()[0], {"lr": "1e-4"}, "adam"), 0)
-    opt.setup()
+    opt = build_optimizer("adam", prob, lr=1e-4)
     before = [p.detach().clone() for p in opt.master]
     opt.step(0)
     assert all(m.dtype == torch.float32 for m in opt.master)

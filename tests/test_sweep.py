@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from harness import store, sweep
+from harness import experiments, store
 from harness.cli import main as cli_main
 
 
@@ -36,7 +36,7 @@ def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
     failed = [d for d, s in summaries.items() if s["status"] != "ok"]
     assert len(failed) == 1 and failed[0].startswith("cma_digits-mlp_s1_steps4_")
     bad = summaries[failed[0]]
-    assert bad["status"] == "failed" and "137" in bad["reason"] and bad["written_by"] == "sweep"
+    assert bad["status"] == "failed" and "137" in bad["reason"] and bad["written_by"] == "executor"
     assert bad["peak_memory_bytes"] > 50 * 2**20 and bad["steps"] == 2   # progress up to the kill kept
     assert (runs / failed[0] / "sweep.log").exists()
     # one process per run: each run has its own peak and its own env.json
@@ -78,7 +78,7 @@ def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
 
 
 def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
-    item = sweep.RunItem("cma", "sphere-2", 0, {"steps": 6})
+    item = experiments.RunItem("cma", "sphere-2", 0, {"steps": 6})
     killed = cli("run", "--optimizer", "cma", "--problem", "sphere-2", "--steps", "6", "--runs-dir",
                  str(tmp_path), "--run-id", item.name, "--checkpoint-every", "2", "--no-progress",
                  env={"HARNESS_TEST_KILL_AT_STEP": "3"})
@@ -93,20 +93,21 @@ def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
     assert steps == list(range(7))
 
 
-def test_plan_routes_sets_and_names_runs_deterministically():
-    p = sweep.plan(["cma", "random", "adam"], ["sphere-2", "digits-mlp"], [0, 1], {"steps": 5},
-                   {"popsize": "6", "lr": "0.01"}, validate=True)
+def test_grid_routes_sets_and_names_runs_deterministically():
+    p = experiments.grid(["cma", "random", "adam"], ["sphere-2", "digits-mlp"], [0, 1], {"steps": 5},
+                   {"popsize": "6", "lr": "0.01"})
     assert sorted((o, pr) for o, pr, _ in p.incompatible) == [("adam", "sphere-2"), ("random", "digits-mlp")]
     by = {(i.optimizer, i.problem, i.seed): i for i in p.items}
     assert len(p.items) == 8
     assert by[("cma", "sphere-2", 0)].sets == (("popsize", "6"),)
     assert by[("adam", "digits-mlp", 0)].sets == (("lr", "0.01"),)
-    assert by[("random", "sphere-2", 1)].sets == () and by[("random", "sphere-2", 1)].name == "random_sphere-2_s1_steps5"
-    again = sweep.plan(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "6"})
+    plain = by[("random", "sphere-2", 1)]
+    assert plain.sets == () and plain.name == "random_sphere-2_s1_steps5"
+    again = experiments.grid(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "6"})
     assert again.items[0].name == by[("cma", "sphere-2", 0)].name
-    other = sweep.plan(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "8"})
+    other = experiments.grid(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "8"})
     assert other.items[0].name != again.items[0].name
-    assert sweep.RunItem("cma", "sphere-2", 0, {"evals": 100}).name == "cma_sphere-2_s0_evals100"
+    assert experiments.RunItem("cma", "sphere-2", 0, {"evals": 100}).name == "cma_sphere-2_s0_evals100"
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,4 +1,4 @@
-"""Flags shared by verbs that start runs (run, sweep, plan)."""
+"""Flags and steps shared by verbs that start runs (run, sweep, check, reproduce, plan)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,52 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
 
 
+def add_batch_arguments(p: argparse.ArgumentParser, runs_dir: str = "runs", device: bool = True) -> None:
+    """Flags of every verb that executes a batch of runs through the executor."""
+    p.add_argument("--runs-dir", default=runs_dir, help=f"where run directories go (default {runs_dir})")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1; each is a process)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the runs recorded as failed (default: keep the failure)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    if device:
+        add_device_argument(p)
+
+
 def budget_from_args(args, default_steps: int | None = None):
-    from harness.runner import Budget
+    from harness.spec import Budget
 
     if args.steps is None and args.evals is None and args.time_s is None:
         if default_steps is None:
             return None
         return Budget(steps=default_steps)
     return Budget(steps=args.steps, evals=args.evals, time_s=args.time_s)
+
+
+def check_batch_args(args) -> None:
+    """The batch flags' own checks, before anything is validated or written."""
+    from harness.errors import UsageError
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+
+
+def execute_batch(items, args, what: str = "runs"):
+    """List (--dry-run) or execute items through the one executor; the outcomes, or
+    None when nothing ran. KeyboardInterrupt propagates (the verb exits 130)."""
+    from pathlib import Path
+
+    from harness import executor
+
+    runs_dir = Path(args.runs_dir)
+    print(f"{len(items)} {what} in {runs_dir} ({args.jobs} at a time)", flush=True)
+    if args.dry_run:
+        for it in items:
+            print(f"  {it.label:<40} {runs_dir / it.name}  [{executor.state_of(runs_dir / it.name)}]")
+        return None
+    return executor.execute(items, runs_dir, jobs=args.jobs, device=args.device,
+                            retry_failed=args.retry_failed)
+
+
+def interrupted_exit(verb: str) -> int:
+    print(f"{verb} interrupted: run the same command again to resume", flush=True)
+    return 130

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness.commands._common import add_set_argument
+from harness.commands._common import add_batch_arguments, add_set_argument
 
 NAME = "plan"
 HELP = "predict the peak memory of a run (nothing is allocated), or the es/mezo/adam table"
@@ -28,8 +28,12 @@ def add_arguments(p) -> None:
     p.add_argument("--population", type=int, default=30,
                    help="--table: population of optimizers that have one (default 30, the paper's)")
     p.add_argument("--out", default="reports/memory", help="--table: output directory")
-    p.add_argument("--runs-dir", default="runs",
-                   help="--table: overlay measured peaks of the runs stored here (if any)")
+    p.add_argument("--measure", default="", metavar="PROBLEMS",
+                   help="--table: first run every optimizer on these sizes (comma-separated; sizes "
+                        "that fit this machine) with the table's settings, one process each, and "
+                        "put their measured peaks beside the plan")
+    p.add_argument("--measure-steps", type=int, default=2, help="--measure: steps per run (default 2)")
+    add_batch_arguments(p, device=False)   # --runs-dir: measured runs are stored (and read) there
 
 
 def _fmt(n: int) -> str:
@@ -50,6 +54,29 @@ def _default_device(args, table: bool) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _measure(args, optimizers, overrides, device: str):
+    """Execute the measured runs of the table (the one executor); None if none ran."""
+    import torch
+
+    from harness import memory_table
+    from harness.commands._common import check_batch_args, execute_batch
+    from harness.errors import UsageError
+
+    check_batch_args(args)
+    if args.measure_steps < 1:
+        raise UsageError(f"--measure-steps {args.measure_steps}: must be >= 1")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--measure: the table is for cuda but this machine has no CUDA device; "
+                         "add --device cpu to measure CPU peaks here")
+    items = memory_table.measure_items(optimizers, args.measure.split(","), overrides,
+                                       args.population, args.measure_steps)
+    args.device = device
+    try:
+        return execute_batch(items, args, what="measured runs")
+    except KeyboardInterrupt:
+        return None
+
+
 def main(args) -> int:
     from harness import planner
     from harness.errors import UsageError
@@ -59,9 +86,12 @@ def main(args) -> int:
     if args.table:
         from harness import memory_table
 
+        optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+        device = _default_device(args, True)
+        if args.measure and _measure(args, optimizers, overrides, device) is None:
+            return 0 if args.dry_run else 130
         result = memory_table.build(
-            optimizers=[o.strip() for o in args.optimizers.split(",") if o.strip()],
-            problems=args.problems, device=_default_device(args, True), overrides=overrides,
+            optimizers=optimizers, problems=args.problems, device=device, overrides=overrides,
             population=args.population, out_dir=args.out, runs_dir=args.runs_dir)
         if args.json:
             print(json.dumps(result["rows"], indent=1))

@@ -1,36 +1,52 @@
-"""`reproduce NAME [ARGS...]`: run a paper reproduction, harness/reproductions/NAME.py.
+"""`reproduce NAME [ARGS]`: a registered experiment (harness/reproductions/NAME.py).
 
-Each reproduction module defines `main(argv) -> int` (parsing its own ARGS) and a
-docstring; the verb only finds it by name, so adding one is adding a module.
+Each experiment yields run items that the one executor runs (one process per
+run, resumable, --jobs at a time, each run's own peak memory), then renders
+its tables from the stored runs. Running the same command again skips the
+finished runs and resumes interrupted ones.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
-
 NAME = "reproduce"
-HELP = "run a paper reproduction (harness/reproductions/NAME.py); ARGS go to it (NAME --help)"
-
-
-def available() -> list[str]:
-    import harness.reproductions as pkg
-
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(pkg.__path__)
-                  if not m.name.startswith("_"))
+HELP = "run a registered experiment (a paper reproduction) and render its report (NAME --help)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("name", help="reproduction name")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the reproduction")
+    import sys
+
+    from harness import experiments
+    from harness.commands._common import add_batch_arguments
+
+    experiments.load_all()
+    sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME",
+                           parser_class=type(p))
+    for name, exp in sorted(experiments.EXPERIMENTS.items()):
+        doc = sys.modules[type(exp).__module__].__doc__ or ""
+        q = sub.add_parser(name, help=exp.HELP, description=doc, formatter_class=_raw())
+        add_batch_arguments(q, runs_dir=exp.DEFAULT_RUNS_DIR)
+        exp.add_arguments(q)
+
+
+def _raw():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
 
 
 def main(args) -> int:
-    from harness.errors import UsageError
+    from harness import executor, experiments
+    from harness.commands._common import check_batch_args, execute_batch, interrupted_exit
 
-    names = available()
-    if args.name not in names:
-        raise UsageError(f"unknown reproduction {args.name!r}; available: {', '.join(names) or '(none)'}")
-    mod = importlib.import_module(f"harness.reproductions.{args.name.replace('-', '_')}")
-    return int(mod.main(list(args.args)) or 0)
+    exp = experiments.experiment(args.experiment)
+    check_batch_args(args)
+    items = exp.items(args)
+    try:
+        outcomes = execute_batch(items, args)
+    except KeyboardInterrupt:
+        return interrupted_exit(f"reproduce {args.experiment}")
+    if outcomes is None:
+        return 0
+    print(f"{args.experiment}: {executor.counts(outcomes)}")
+    print(exp.render(args, outcomes))
+    return 0 if all(o.status in executor.DONE for o in outcomes) else 1

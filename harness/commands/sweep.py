@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.commands._common import add_budget_arguments, add_device_argument, add_set_argument
+from harness.commands._common import add_batch_arguments, add_budget_arguments, add_set_argument
 
 NAME = "sweep"
 HELP = "run every compatible optimizer/problem pair over seeds, one process per run (resumable)"
@@ -14,15 +14,10 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     add_budget_arguments(p)
     add_set_argument(p)
-    p.add_argument("--runs-dir", default="runs", help="where run directories go (default runs/)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1; each is a process)")
-    add_device_argument(p)
+    add_batch_arguments(p)
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps (every run)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="checkpoint every K steps (default: run's default, 100)")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="run again the runs recorded as failed (default: keep the failure)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and skipped pairs, run nothing")
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -34,66 +29,42 @@ def _names(text: str, flag: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _seeds(text: str) -> list[int]:
-    from harness.errors import UsageError
-
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not seeds:
-        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2")
-    return list(dict.fromkeys(seeds))
-
-
 def main(args) -> int:
     from pathlib import Path
 
-    from harness import sweep
-    from harness.commands._common import budget_from_args
+    from harness import executor, experiments
+    from harness.commands._common import (
+        budget_from_args, check_batch_args, execute_batch, interrupted_exit,
+    )
     from harness.errors import UsageError
-    from harness.params import parse_set_args
+    from harness.params import parse_seeds, parse_set_args
+    from harness.spec import RunSpec
 
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
-    if args.eval_every is not None and args.eval_every <= 0:
-        raise UsageError(f"--eval-every {args.eval_every}: must be a positive number of steps")
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 (0 = never)")
+    check_batch_args(args)
     budget = budget_from_args(args, default_steps=None)
     if budget is None:
         raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
-    budget_d = {k: v for k, v in vars(budget).items() if v is not None}
+    # the intervals are checked where every run checks them (RunSpec), before anything runs
+    RunSpec("", "", eval_every=args.eval_every, checkpoint_every=args.checkpoint_every or 0)
     sets = parse_set_args(args.set)
-    plan = sweep.plan(_names(args.optimizers, "--optimizers"), _names(args.problems, "--problems"),
-                      _seeds(args.seeds), budget_d, sets, device=args.device)
-    extra = []
-    if args.eval_every is not None:
-        extra += ["--eval-every", str(args.eval_every)]
-    if args.checkpoint_every is not None:
-        extra += ["--checkpoint-every", str(args.checkpoint_every)]
-    for opt, prob, why in plan.incompatible:
+    grid = experiments.grid(_names(args.optimizers, "--optimizers"), _names(args.problems, "--problems"),
+                            parse_seeds(args.seeds), budget.as_dict(), sets, validate_on=args.device,
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
+    for opt, prob, why in grid.incompatible:
         print(f"skipped (incompatible): {opt} x {prob}: {why}")
-    print(f"{len(plan.items)} runs in {args.runs_dir} ({args.jobs} at a time)")
-    if args.dry_run:
-        for it in plan.items:
-            print(f"  {it.label:<40} {Path(args.runs_dir) / it.name}  [{sweep.state_of(Path(args.runs_dir) / it.name)}]")
-        return 0
-    sweep.sweep_record(Path(args.runs_dir), {
-        "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
-        "budget": budget_d, "sets": sets, "jobs": args.jobs, "device": args.device}, plan)
+    if not args.dry_run:
+        experiments.record(Path(args.runs_dir), {
+            "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
+            "budget": budget.as_dict(), "sets": sets, "jobs": args.jobs, "device": args.device}, grid)
     try:
-        outcomes = sweep.execute(plan.items, Path(args.runs_dir), jobs=args.jobs, device=args.device,
-                                 extra_args=tuple(extra), retry_failed=args.retry_failed)
+        outcomes = execute_batch(grid.items, args)
     except KeyboardInterrupt:
-        print("sweep interrupted: run the same command again to resume", flush=True)
-        return 130
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    print("sweep done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + (f"; {len(plan.incompatible)} incompatible pairs skipped" if plan.incompatible else ""))
-    failed = [o for o in outcomes if o.status not in sweep.DONE]
+        return interrupted_exit("sweep")
+    if outcomes is None:
+        return 0
+    print("sweep done: " + executor.counts(outcomes)
+          + (f"; {len(grid.incompatible)} incompatible pairs skipped" if grid.incompatible else ""))
+    failed = [o for o in outcomes if o.status not in executor.DONE]
     for o in failed:
         print(f"  {o.status}: {o.item.label}: {o.reason}  ({o.run_dir})")
     return 1 if failed else 0

@@ -2,10 +2,11 @@
 genome, genome+ without and with ensemble, on several tasks x seeds.
 
     python -m harness reproduce genome [--tasks count,max,pattern] [--seeds 0,1,2]
-                                       [--iterations 10] [--out reports/genome]
+        [--iterations K] [--out reports/genome] [--runs-dir reports/genome/runs] [--jobs J]
 
-Every run is an ordinary harness run (stored under OUT/runs, one directory each);
-the table is built from their summary.json files: mean and std over seeds of the
+Every run is an ordinary harness run executed by the one executor (its own
+process, so its own peak memory; resumable; stored under --runs-dir); the
+table is built from their summary.json files: mean and std over seeds of the
 test exact-match accuracy, and the mean over tasks of each method's gain over
 best-expert, next to the paper's claim (GENOME+ +24.06% over the best single
 expert on average over 12 tasks). The world is the problems' default (world
@@ -14,10 +15,11 @@ seed 0) for every run seed: the seeds vary the optimizers' randomness.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 from pathlib import Path
+
+from harness.experiments import Experiment, item, register_experiment
 
 PAPER_GAIN = 24.06   # %, GENOME+ over the best single expert, paper's average over 12 tasks
 METHODS = [          # (label, optimizer, --set overrides)
@@ -29,79 +31,78 @@ METHODS = [          # (label, optimizer, --set overrides)
 ]
 
 
-def main(argv) -> int:
-    from harness import registry, runner, store
-    from harness.errors import UsageError
-    from problems.lora_tasks import parse_tasks
+@register_experiment("genome", help="GENOME/GENOME+ vs best-expert and uniform-merge on the offline "
+                                    "LoRA world (docs/genome.md)")
+class GenomeReproduction(Experiment):
+    DEFAULT_RUNS_DIR = "reports/genome/runs"
 
-    p = argparse.ArgumentParser(prog="python -m harness reproduce genome", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="count,max,pattern")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="iterations K (= --steps) of every genome method; default: each method's own "
-                        "(genome 50, genome+ 20, as in the authors' scripts)")
-    p.add_argument("--out", default="reports/genome")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra problem settings for every run (e.g. world_experts=3)")
-    args = p.parse_args(argv)
-    tasks = parse_tasks(args.tasks)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if args.iterations is not None and args.iterations < 1:
-        raise UsageError(f"--iterations {args.iterations}: must be >= 1")
-    from harness.params import parse_set_args
+    def add_arguments(self, p) -> None:
+        p.add_argument("--tasks", default="count,max,pattern")
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--iterations", type=int, default=None,
+                       help="iterations K (= --steps) of every genome method; default: each method's "
+                            "own (genome 50, genome+ 20, as in the authors' scripts)")
+        p.add_argument("--out", default="reports/genome")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra problem settings for every run (e.g. world_experts=3)")
 
-    extra = {f"problem.{k}": v for k, v in parse_set_args(args.set).items()}
-    out = Path(args.out)
-    runs_dir = out / "runs"
-    rows = []
-    for task in tasks:
-        for seed in seeds:
-            for label, opt, sets in METHODS:
-                overrides = {**extra, **{f"optimizer.{k}": v for k, v in sets.items()}}
-                steps = 1
-                if opt.startswith("genome"):
-                    steps = args.iterations or registry.optimizer(opt).schema()[0]["iterations"].default
-                    overrides["optimizer.iterations"] = str(steps)
-                run_id = f"{label.replace(' ', '').replace('(', '-').replace(')', '')}_{task}_s{seed}"
-                path = runs_dir / run_id
-                if (path / "summary.json").exists() and store.read_json(path / "summary.json")["status"] == "ok":
-                    summary = store.read_json(path / "summary.json")   # finished before: reuse
-                else:
-                    if path.exists():
-                        import shutil
+    def labelled(self, args) -> list[tuple[str, str, object]]:
+        """(task, method label, run item) for every run, in table order."""
+        from harness import registry
+        from harness.errors import UsageError
+        from harness.params import parse_seeds, parse_set_args
+        from problems.lora_tasks import parse_tasks
 
-                        shutil.rmtree(path)
-                    spec = runner.RunSpec(opt, f"lora-{task}", seed=seed, budget=runner.Budget(steps=steps),
-                                          overrides=overrides, runs_dir=str(runs_dir), run_id=run_id,
-                                          checkpoint_every=0, eval_every=steps)
-                    _, summary = runner.run(spec, progress=False)
-                if summary["status"] != "ok":
-                    raise RuntimeError(f"{run_id}: {summary['status']}: {summary['reason']}")
-                rows.append({"task": task, "seed": seed, "method": label,
-                             "test_accuracy": summary["final_metric"],
-                             "val_accuracy": 1.0 - summary["final_loss"],
-                             "evals": summary["evals"], "optimizer_time_s": round(summary["optimizer_time_s"], 2),
-                             "peak_memory_mb": round(summary["peak_memory_bytes"] / 2**20, 1)})
-                print(f"{task:8s} seed {seed} {label:22s} test {rows[-1]['test_accuracy']:.3f} "
-                      f"val {rows[-1]['val_accuracy']:.3f}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "genome_runs.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    table = render(rows, tasks, seeds, args)
-    (out / "genome_table.md").write_text(table)
-    print(table)
-    print(f"written: {out / 'genome_table.md'}, {out / 'genome_runs.csv'}, runs under {runs_dir}")
-    return 0
+        if args.iterations is not None and args.iterations < 1:
+            raise UsageError(f"--iterations {args.iterations}: must be >= 1")
+        extra = {f"problem.{k}": v for k, v in parse_set_args(args.set).items()}
+        out = []
+        for task in parse_tasks(args.tasks):
+            for seed in parse_seeds(args.seeds):
+                for label, opt, sets in METHODS:
+                    steps = 1
+                    overrides = {**extra, **{f"optimizer.{k}": v for k, v in sets.items()}}
+                    if opt.startswith("genome"):
+                        steps = args.iterations or registry.optimizer(opt).schema()[0]["iterations"].default
+                        overrides["optimizer.iterations"] = steps
+                    # evaluate once at the end, no checkpoints: each run takes seconds
+                    out.append((task, label, item(opt, f"lora-{task}", seed, {"steps": steps}, overrides,
+                                                  eval_every=steps, checkpoint_every=0)))
+        return out
+
+    def items(self, args):
+        return [it for _, _, it in self.labelled(args)]
+
+    def render(self, args, outcomes) -> str:
+        from harness import store
+        from harness.errors import HarnessError
+
+        rows = []
+        for task, label, it in self.labelled(args):
+            path = Path(args.runs_dir) / it.name / "summary.json"
+            s = store.read_json(path) if path.exists() else {}
+            if s.get("status") != "ok":
+                raise HarnessError(f"{it.label} ({it.name}): {s.get('status', 'no summary')}: "
+                                   f"{s.get('reason')}; rerun to retry (--retry-failed)")
+            rows.append({"task": task, "seed": it.seed, "method": label,
+                         "test_accuracy": s["final_metric"], "val_accuracy": 1.0 - s["final_loss"],
+                         "evals": s["evals"], "optimizer_time_s": round(s["optimizer_time_s"], 2),
+                         "peak_memory_mb": round(s["peak_memory_bytes"] / 2**20, 1),
+                         "run": it.name})
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "genome_runs.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        table = render_table(rows, args)
+        (out / "genome_table.md").write_text(table)
+        return table + f"\nwritten: {out / 'genome_table.md'}, {out / 'genome_runs.csv'}"
 
 
-def render(rows, tasks, seeds, args) -> str:
+def render_table(rows, args) -> str:
     labels = [m[0] for m in METHODS]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
 
     def acc(task, label):
         return [r["test_accuracy"] for r in rows if r["task"] == task and r["method"] == label]
@@ -109,7 +110,7 @@ def render(rows, tasks, seeds, args) -> str:
     k = (f"K={args.iterations} iterations" if args.iterations
          else "K = each method's default iterations: genome 50, genome+ 20")
     k_flag = f" --iterations {args.iterations}" if args.iterations else ""
-    lines = [f"Test exact-match accuracy, mean ± std over seeds {','.join(map(str, seeds))} "
+    lines = [f"Test exact-match accuracy, mean ± std over seeds {args.seeds} "
              f"({k}; command: `python -m harness reproduce genome "
              f"--tasks {','.join(tasks)} --seeds {args.seeds}{k_flag}`)", "",
              "| method | " + " | ".join(tasks) + " | mean | gain over best-expert |",

@@ -6,20 +6,22 @@ CMA-ES guided by SynFlow with energy compensation keeps F1 = 0.81 and beats
 magnitude pruning; at <= 90% magnitude pruning is better; in HPO CMA-ES
 matches Optuna TPE in quality and is much faster in high dimension.
 
-Every number comes from runs of the normal runner (stored under runs_dir,
-one directory per run); the report is computed from their summary.json and
+Every number comes from ordinary runs executed by the one executor (stored
+under --runs-dir, one directory and one process each: resumable, each with its
+own peak memory); the report is computed from their summary.json and
 metrics.jsonl files only. Budgets are small by default so that the whole
 reproduction takes minutes on 2 CPU cores; raise them with --set.
+
+    python -m harness reproduce seed003 [--seeds 0,1,2] [--out DIR] [--runs-dir DIR]
+        [--jobs J] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.experiments import Experiment, item, register_experiment
 from harness.params import Param
 
 PAPER = {
@@ -65,62 +67,33 @@ def check(options: dict) -> None:
 
 def _last_eval(run_dir: Path) -> dict:
     """The last metrics record that carries eval fields."""
+    from harness import store
+
     last = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in store.read_metrics(run_dir / "metrics.jsonl"):
         if "metric" in rec:
             last = rec
     return last
 
 
-def _run(runs_dir: str, optimizer: str, problem: str, seed: int, budget, overrides: dict,
-         eval_every: int | None = None) -> dict:
-    from harness import runner
-
-    t0 = time.perf_counter()
-    spec = runner.RunSpec(optimizer=optimizer, problem=problem, seed=seed, budget=budget,
-                          overrides={k: str(v) for k, v in overrides.items()}, device="cpu",
-                          eval_every=eval_every, checkpoint_every=0, runs_dir=runs_dir)
-    run_dir, summary = runner.run(spec, progress=False)
-    if summary["status"] != "ok":
-        raise RuntimeError(f"{optimizer} on {problem} seed {seed}: {summary['status']}: {summary['reason']}")
-    row = {"optimizer": optimizer, "problem": problem, "seed": seed, "run_dir": str(run_dir),
-           "evals": summary["evals"], "steps": summary["steps"], "final_metric": summary["final_metric"],
-           "best_loss": summary["best_loss"], "optimizer_time_s": summary["optimizer_time_s"],
-           "objective_s": summary["objective_s"], "overhead_s": summary["overhead_s"],
-           "dim": None}
-    last = _last_eval(run_dir)
-    for key in ("test_f1", "val_f1", "dense_f1", "sparsity", "finetuned_f1"):
-        if key in last:
-            row[key] = last[key]
-    print(f"  {optimizer:12s} {problem:16s} seed {seed}: {summary['metric_name']}="
-          f"{summary['final_metric']:.4f} evals={summary['evals']} ({time.perf_counter() - t0:.1f}s)",
-          file=sys.stderr, flush=True)
-    return row
-
-
-def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> Path:
-    import pandas as pd
-
+def labelled(seeds: list[int], options: dict) -> list[tuple[dict, object]]:
+    """(row fields, run item) of every run of the reproduction, in report order."""
     from harness import registry
-    from harness.runner import Budget
 
     registry.load_all()
-    rows = []
-    t_start = time.perf_counter()
-    print(f"seed003: seeds {seeds}, runs under {runs_dir}", file=sys.stderr)
+    out = []
     for seed in seeds if options["adam_steps"] else ():
-        rows.append(dict(_run(runs_dir, "adam", "digits-mlp", seed, Budget(steps=options["adam_steps"]), {}),
-                         part="adam"))
+        out.append(({"part": "adam"}, item("adam", "digits-mlp", seed, {"steps": options["adam_steps"]},
+                                           checkpoint_every=0)))
     prune_over = {}
     if options["prune_train_steps"]:
         prune_over["problem.train_steps"] = options["prune_train_steps"]
     for s in _names(options["sparsities"]):
         for opt in _names(options["prune_optimizers"]):
             for seed in seeds:
-                budget = Budget(evals=options["prune_evals"])
-                rows.append(dict(_run(runs_dir, opt, f"digits-prune-{s}", seed, budget, prune_over),
-                                 part="prune", sparsity_target=int(s)))
+                out.append(({"part": "prune", "sparsity_target": int(s)},
+                            item(opt, f"digits-prune-{s}", seed, {"evals": options["prune_evals"]},
+                                 prune_over, checkpoint_every=0)))
     hpo_over = {}
     if options["hpo_train_steps"]:
         hpo_over["problem.train_steps"] = options["hpo_train_steps"]
@@ -138,17 +111,49 @@ def reproduce(seeds: list[int], out_dir: str, runs_dir: str, options: dict) -> P
                 over["budget"] = evals
             for seed in seeds:
                 # eval only at the end: the metric is the final solution's validation F1
-                row = _run(runs_dir, opt, prob, seed, Budget(evals=evals), over, eval_every=10**9)
-                rows.append(dict(row, part="hpo", dim=dim))
+                out.append(({"part": "hpo", "dim": dim},
+                            item(opt, prob, seed, {"evals": evals}, over, eval_every=10**9,
+                                 checkpoint_every=0)))
+    return out
+
+
+def rows_from_runs(runs_dir: str, labelled_items) -> list[dict]:
+    """One row per run, from its summary.json and last eval record only."""
+    from harness import store
+    from harness.errors import HarnessError
+
+    rows = []
+    for fields, it in labelled_items:
+        run_dir = Path(runs_dir) / it.name
+        summary = store.read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+        if summary.get("status") != "ok":
+            raise HarnessError(f"{it.label} ({run_dir}): {summary.get('status', 'no summary')}: "
+                               f"{summary.get('reason')}; rerun to retry (--retry-failed)")
+        row = {"optimizer": it.optimizer, "problem": it.problem, "seed": it.seed, "run_dir": str(run_dir),
+               "evals": summary["evals"], "steps": summary["steps"], "final_metric": summary["final_metric"],
+               "best_loss": summary["best_loss"], "optimizer_time_s": summary["optimizer_time_s"],
+               "wall_clock_s": summary["wall_clock_s"], "objective_s": summary["objective_s"],
+               "overhead_s": summary["overhead_s"],
+               "peak_memory_mb": round(summary["peak_memory_bytes"] / 2**20, 1), "dim": None, **fields}
+        last = _last_eval(run_dir)
+        for key in ("test_f1", "val_f1", "dense_f1", "sparsity", "finetuned_f1"):
+            if key in last:
+                row[key] = last[key]
+        rows.append(row)
+    return rows
+
+
+def write_report(rows: list[dict], seeds, options: dict, out_dir: str, elapsed_s: float) -> Path:
+    import pandas as pd
+
+    from harness.store import atomic_write_bytes
+
     df = pd.DataFrame(rows, columns=sorted({k for r in rows for k in r} | {"part"}))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "runs.csv", index=False)
-    text = report(df, seeds, options, time.perf_counter() - t_start)
     path = out / "seed003.md"
-    from harness.store import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, report(df, seeds, options, elapsed_s).encode())
     return path
 
 
@@ -160,10 +165,10 @@ def _ms(series) -> str:
 
 
 def report(df, seeds, options, elapsed_s: float) -> str:
-    lines = [f"# Seed 003 reproduction: measured vs paper",
+    lines = ["# Seed 003 reproduction: measured vs paper",
              "",
              f"Seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds "
-             f"(population sd). Whole reproduction: {elapsed_s / 60:.1f} min. Options: "
+             f"(population sd). Runs' wall-clock, summed: {elapsed_s / 60:.1f} min. Options: "
              + ", ".join(f"{k}={v}" for k, v in options.items()) + ".",
              ""]
     notes = []
@@ -232,36 +237,30 @@ def report(df, seeds, options, elapsed_s: float) -> str:
     return "\n".join(lines)
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2")
-    return seeds
+@register_experiment("seed003", help="seed paper 003 on digits: Adam, pruning (magnitude, synflow, "
+                                    "synflow-cma), HPO (tpe, cma, nevergrad, random) (docs/seed003.md)")
+class Seed003(Experiment):
+    DEFAULT_RUNS_DIR = "runs/seed003"
 
+    def add_arguments(self, p) -> None:
+        p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
+        p.add_argument("--out", default="reports/seed003", help="report directory (default reports/seed003)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="reproduction option (budgets, which problems/optimizers): " + "; ".join(
+                           f"{k} ({v.describe()}): {v.help}" for k, v in PARAMS.items()))
 
-def main(argv) -> int:
-    """`python -m harness reproduce seed003 [--seeds 0,1,2] [--out DIR] [--runs-dir DIR] [--set K=V]`."""
-    import argparse
+    def _parsed(self, args):
+        from harness.params import parse_seeds, parse_set_args, resolve
 
-    from harness.cli import _Parser   # one-line usage errors, exit 2
-    from harness.params import parse_set_args, resolve
+        options = resolve(PARAMS, parse_set_args(args.set), "reproduction 'seed003'")
+        check(options)
+        return parse_seeds(args.seeds), options
 
-    p = _Parser(prog="python -m harness reproduce seed003", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="--set keys: " + "; ".join(f"{k} ({v.describe()}): {v.help}" for k, v in PARAMS.items()))
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
-    p.add_argument("--out", default="reports/seed003", help="report directory (default reports/seed003)")
-    p.add_argument("--runs-dir", default="runs/seed003", help="where the runs are stored (default runs/seed003)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reproduction option (budgets, which problems/optimizers; keys below)")
-    args = p.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
-    options = resolve(PARAMS, parse_set_args(args.set), "reproduction 'seed003'")
-    check(options)
-    path = reproduce(seeds, out_dir=args.out, runs_dir=args.runs_dir, options=options)
-    print(path.read_text())
-    print(f"written: {path}")
-    return 0
+    def items(self, args):
+        return [it for _, it in labelled(*self._parsed(args))]
+
+    def render(self, args, outcomes) -> str:
+        seeds, options = self._parsed(args)
+        rows = rows_from_runs(args.runs_dir, labelled(seeds, options))
+        path = write_report(rows, seeds, options, args.out, sum(r["wall_clock_s"] for r in rows))
+        return path.read_text() + f"\nwritten: {path}"

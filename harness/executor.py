@@ -1,0 +1,214 @@
+"""The one executor of batches of runs: each RunItem as its own `harness run` process.
+
+One process per run keeps peak memory per run (the run's own VmHWM) and
+contains crashes: a child that raises records `failed` itself; a child that
+dies without a summary (out-of-memory kill, segfault) gets one written here.
+Run directories are named by the item (RunItem.name), so executing the same
+items again skips what is complete and resumes what was interrupted (`run
+--resume`). Executors differ only in where the process runs: LocalExecutor
+starts it as a child of this process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import store
+from harness.experiments import RunItem
+from harness.faults import sweep_child_env
+
+DONE = ("ok", "diverged")
+
+
+@dataclass
+class Outcome:
+    item: RunItem
+    status: str                       # ok, diverged, failed, interrupted, skipped
+    reason: str | None
+    run_dir: Path
+    action: str                       # ran, resumed, already-done, already-failed, not-started
+    seconds: float = 0.0
+
+
+def state_of(run_dir: Path) -> str:
+    """new, done, failed, resumable or stale (a directory that cannot be resumed)."""
+    if not run_dir.exists():
+        return "new"
+    summary_path = run_dir / "summary.json"
+    if not (run_dir / "config.json").exists():
+        return "stale"
+    status = store.read_json(summary_path).get("status") if summary_path.exists() else None
+    if status in DONE:
+        return "done"
+    if status == "failed":
+        return "failed"
+    return "resumable" if (run_dir / "checkpoint.pt").exists() else "stale"
+
+
+class LocalExecutor:
+    """Runs each item's process as a child of this one."""
+
+    def launch(self, cmd: list[str], env: dict, log) -> tuple[int, int]:
+        """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes)."""
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # wait4: this child's own rusage, so a killed run still has a peak RSS. Linux
+        # starts a child's ru_maxrss at its parent's RSS, so this is an upper bound
+        # (max of the child's peak and this process's RSS), used only for runs that
+        # died before writing their own figure.
+        _, wstatus, usage = os.wait4(proc.pid, 0)
+        return os.waitstatus_to_exitcode(wstatus), int(usage.ru_maxrss) * 1024
+
+
+def _signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+def _why(rc: int) -> str:
+    if rc < 0:
+        why = f"killed by {_signal_name(rc)}"
+        return why + (" (what the out-of-memory killer sends)" if rc == -signal.SIGKILL else "")
+    if rc == 137:
+        return "exit code 137 (128+SIGKILL: killed, e.g. out of memory)"
+    return f"exit code {rc}"
+
+
+def _write_failure(item: RunItem, run_dir: Path, reason: str, wall_s: float, peak: int,
+                   device: str) -> None:
+    """A child that died without a summary: record what is known, status failed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").exists():
+        store.write_json(run_dir / "config.json", {
+            "run_id": run_dir.name, "optimizer": item.optimizer, "problem": item.problem,
+            "seed": item.seed, "budget": item.budget, "sets": dict(item.sets),
+            "device_requested": device, "written_by": "executor (the run never started)",
+        })
+    records = store.read_metrics(run_dir / "metrics.jsonl")
+    losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
+    metrics = [r["metric"] for r in records if isinstance(r.get("metric"), (int, float))]
+    last = records[-1] if records else {}
+    old = store.read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    summary = dict(old)
+    summary.update({
+        "status": "failed", "reason": reason, "optimizer": item.optimizer, "problem": item.problem,
+        "seed": item.seed, "steps": last.get("step", 0), "evals": last.get("evals", 0),
+        "wall_clock_s": wall_s, "optimizer_time_s": last.get("time_s", 0.0),
+        "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None,
+        "final_metric": metrics[-1] if metrics else None,
+        "peak_memory_bytes": peak,
+        "peak_memory_method": "peak_rss (of the child, via wait4; at least the executor's own RSS)",
+        "device": old.get("device", device), "written_by": "executor",
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    for key in ("kind", "best_metric", "metric_name"):
+        summary.setdefault(key, None)
+    store.write_json(run_dir / "summary.json", summary)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
+            stop: threading.Event | None = None, executor=None) -> Outcome:
+    run_dir = runs_dir / item.name
+    state = state_of(run_dir)
+    if state == "done":
+        s = store.read_json(run_dir / "summary.json")
+        return Outcome(item, s["status"], s.get("reason"), run_dir, "already-done")
+    if state == "failed" and not retry_failed:
+        s = store.read_json(run_dir / "summary.json")
+        return Outcome(item, "failed", s.get("reason"), run_dir, "already-failed")
+    if stop is not None and stop.is_set():
+        return Outcome(item, "skipped", "interrupted before it started", run_dir, "not-started")
+    if state in ("stale", "failed"):
+        shutil.rmtree(run_dir)  # our own deterministic directory; nothing to resume in it
+        state = "new"
+    cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
+    if state == "resumable":
+        cmd += ["--resume", str(run_dir)]
+        action = "resumed"
+    else:
+        cmd += [*item.run_args(), "--runs-dir", str(runs_dir), "--run-id", item.name, "--device", device]
+        action = "ran"
+    log_dir = runs_dir / ".sweep-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{item.name}.log"
+    t0 = time.perf_counter()
+    header = f"$ {' '.join(cmd)}\n"
+    with open(log_path, "ab") as log:
+        log.write(header.encode())
+        log.flush()
+        env = sweep_child_env(os.environ, item.optimizer, item.problem, item.seed)
+        rc, child_peak = (executor or LocalExecutor()).launch(cmd, env, log)
+    wall = time.perf_counter() - t0
+    text = log_path.read_text(errors="replace")
+    output = text.split(header, 1)[-1]  # what the child printed
+    summary_path = run_dir / "summary.json"
+    status = store.read_json(summary_path).get("status") if summary_path.exists() else None
+    if status in DONE or status == "failed" or (status == "interrupted" and rc == 130):
+        reason = store.read_json(summary_path).get("reason")
+    else:
+        tail = _last_line(output)
+        reason = f"process ended without a summary: {_why(rc)}" + (f"; last output: {tail}" if tail else "")
+        _write_failure(item, run_dir, reason, wall, child_peak, device)
+        status = "failed"
+    if run_dir.exists():  # the child's output goes with its run (appended on resume)
+        with open(run_dir / "sweep.log", "a") as fh:
+            fh.write(text)
+        log_path.unlink()
+    return Outcome(item, status, reason, run_dir, action, wall)
+
+
+def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
+            retry_failed: bool = False, echo=print, executor=None) -> list[Outcome]:
+    """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
+    the order of `items`."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    outcomes: list[Outcome] = []
+    total = len(items)
+    width = max(len(it.label) for it in items) if items else 0
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor)
+                   for it in items]
+        try:
+            for fut in as_completed(futures):
+                o = fut.result()
+                outcomes.append(o)
+                took = f"{o.seconds:6.1f}s" if o.action in ("ran", "resumed") else "      -"
+                why = f"  ({o.reason})" if o.status not in DONE and o.reason else ""
+                echo(f"[{len(outcomes)}/{total}] {o.status:<11} {o.action:<14} {o.item.label:<{width}} "
+                     f"{took}  {o.run_dir}{why}")
+        except KeyboardInterrupt:
+            stop.set()  # children got the SIGINT too and record `interrupted`
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    try:
+        (runs_dir / ".sweep-logs").rmdir()   # each log went into its run directory
+    except OSError:
+        pass   # absent, or a run of another executor still writes there
+    order = {id(it): i for i, it in enumerate(items)}
+    return sorted(outcomes, key=lambda o: order[id(o.item)])
+
+
+def counts(outcomes: list[Outcome]) -> str:
+    """'2 failed, 7 ok'."""
+    by: dict[str, int] = {}
+    for o in outcomes:
+        by[o.status] = by.get(o.status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(by.items()))

@@ -1,0 +1,218 @@
+"""Batches of runs: an experiment is a generator of run items; one executor runs them.
+
+Model: nevergrad's benchmark/experiments.py. `sweep` (the product of optimizers
+x problems x seeds, `grid`), `check` (the reference suite), `reproduce NAME`
+(registered experiments: paper reproductions) and `plan --table --measure` all
+produce RunItems, and harness.executor runs them: one process per run,
+resumable, failures recorded with their reason, each run's own peak memory.
+A reproduction then renders its tables from the stored runs alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pkgutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness import registry, store
+from harness.errors import UsageError
+from harness.params import route_sets, unused_sets
+
+
+@dataclass(frozen=True)
+class RunItem:
+    """One run as a request: what `harness run` needs, named deterministically."""
+
+    optimizer: str
+    problem: str
+    seed: int
+    budget: dict                      # {"steps": N} or {"evals": N} or {"time_s": S}
+    sets: tuple = ()                  # (("key", "value"), ...) applied to this run
+    eval_every: int | None = None     # None: the problem's default
+    checkpoint_every: int | None = None  # None: the run's default
+
+    @property
+    def name(self) -> str:
+        """Deterministic directory name: same request, same directory."""
+        (key, value), = [(k, v) for k, v in self.budget.items() if v is not None]
+        tag = {"steps": f"steps{value}", "evals": f"evals{value}", "time_s": f"time{value:g}s"}[key]
+        name = f"{self.optimizer}_{self.problem}_s{self.seed}_{tag}"
+        if self.sets:
+            digest = hashlib.sha1(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]
+            name += f"_{digest}"
+        return name
+
+    @property
+    def label(self) -> str:
+        return f"{self.optimizer} on {self.problem} seed={self.seed}"
+
+    def run_args(self) -> list[str]:
+        """The `harness run` arguments of this item (runs-dir, run id and device aside)."""
+        flags = {"steps": "--steps", "evals": "--evals", "time_s": "--time"}
+        args = ["--optimizer", self.optimizer, "--problem", self.problem, "--seed", str(self.seed)]
+        args += [a for k, v in self.budget.items() if v is not None for a in (flags[k], str(v))]
+        if self.eval_every is not None:
+            args += ["--eval-every", str(self.eval_every)]
+        if self.checkpoint_every is not None:
+            args += ["--checkpoint-every", str(self.checkpoint_every)]
+        for key, value in self.sets:
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "sets": dict(self.sets)}
+
+
+def item(optimizer: str, problem: str, seed: int, budget: dict, sets: dict | None = None,
+         **kwargs) -> RunItem:
+    """A RunItem with its --set values as sorted string pairs (names are stable)."""
+    pairs = tuple(sorted((k, str(v)) for k, v in (sets or {}).items()))
+    return RunItem(optimizer, problem, seed, dict(budget), pairs, **kwargs)
+
+
+@dataclass
+class Grid:
+    items: list[RunItem] = field(default_factory=list)
+    incompatible: list[tuple[str, str, str]] = field(default_factory=list)  # (opt, prob, why)
+
+
+def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: dict,
+         sets: dict[str, str] | None = None, *, validate_on: str | None = "auto",
+         eval_every: int | None = None, checkpoint_every: int | None = None) -> Grid:
+    """Every compatible optimizer x problem pair for every seed (the sweep).
+
+    Incompatible pairs are listed, not errors. Each --set key goes to the pairs
+    that declare it and must be used by one. Every name and value is validated
+    as `run` would (validate_on: the device to validate for; None skips it), so
+    bad input fails before the first run starts.
+    """
+    sets = sets or {}
+    if not optimizers or not problems or not seeds:
+        raise UsageError("sweep needs --optimizers A,B,... --problems X,Y,... and --seeds 0,1,...")
+    opts = [registry.optimizer(o) for o in optimizers]
+    probs = [registry.problem(p) for p in problems]
+    result = Grid()
+    used: set[str] = set()
+    for opt in opts:
+        for prob in probs:
+            try:
+                registry.check_compatible(opt, prob)
+            except UsageError as exc:
+                result.incompatible.append((opt.name, prob.name, str(exc)))
+                continue
+            routed = route_sets(sets, opt.schema_for(prob.factory), prob.schema()[0], opt.name,
+                                prob.name, partial=True)
+            used.update(routed.used)
+            for seed in seeds:
+                result.items.append(item(opt.name, prob.name, seed, budget, routed.used,
+                                         eval_every=eval_every, checkpoint_every=checkpoint_every))
+    unused_sets(sets, used, "sweep")
+    if not result.items:
+        raise UsageError("no compatible optimizer/problem pair in this sweep: "
+                         + "; ".join(why for _, _, why in result.incompatible))
+    if validate_on is not None:
+        validate(result.items, validate_on)
+    return result
+
+
+def validate(items: list[RunItem], device: str = "auto") -> None:
+    """Resolve every distinct (optimizer, problem, sets) as `run` would: UsageError early."""
+    from harness.spec import Budget, Prepared, RunSpec
+
+    seen = set()
+    for it in items:
+        key = (it.optimizer, it.problem, it.sets)
+        if key in seen:
+            continue
+        seen.add(key)
+        Prepared(RunSpec(optimizer=it.optimizer, problem=it.problem, seed=it.seed,
+                         budget=Budget(**it.budget), overrides=dict(it.sets), device=device,
+                         eval_every=it.eval_every))
+
+
+def record(runs_dir: Path, request: dict, grid_: Grid) -> None:
+    """sweep.json in the runs directory: what was asked and what was skipped."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    store.write_json(Path(runs_dir) / "sweep.json", {
+        **request,
+        "runs": [it.name for it in grid_.items],
+        "incompatible": [{"optimizer": o, "problem": p, "reason": why} for o, p, why in grid_.incompatible],
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+# -- registered experiments (`reproduce NAME`) ----------------------------------------
+
+class Experiment:
+    """A named, registered batch of runs with its own report.
+
+    add_arguments(parser) declares its options; items(args) yields the RunItems
+    (pure: the same args give the same items, so a rerun resumes); render(args,
+    outcomes) builds its tables from the stored runs of those items.
+    """
+
+    NAME = "?"
+    HELP = ""
+    DEFAULT_RUNS_DIR = "runs"
+
+    def add_arguments(self, parser) -> None:
+        pass
+
+    def items(self, args) -> list[RunItem]:
+        raise NotImplementedError
+
+    def render(self, args, outcomes) -> str:
+        """Write the experiment's report from the stored runs; return a short text."""
+        raise NotImplementedError
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+_loaded = False
+
+
+def register_experiment(name: str, *, help: str):
+    """Class decorator: `@register_experiment("genome", help=...)` on an Experiment."""
+
+    def deco(cls):
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} registered twice")
+        cls.NAME, cls.HELP = name, help
+        EXPERIMENTS[name] = cls()
+        return cls
+
+    return deco
+
+
+def load_all() -> None:
+    """Import every module of harness.reproductions (they register their experiments)."""
+    global _loaded
+    if _loaded:
+        return
+    import harness.reproductions as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"harness.reproductions.{info.name}")
+    _loaded = True
+
+
+def experiment(name: str) -> Experiment:
+    load_all()
+    if name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS)) or '(none)'}")
+    return EXPERIMENTS[name]
+
+
+def summaries(outcomes) -> list[tuple[RunItem, dict]]:
+    """(item, summary.json) of every outcome whose run wrote one."""
+    out: list[tuple[RunItem, dict[str, Any]]] = []
+    for o in outcomes:
+        path = o.run_dir / "summary.json"
+        if path.exists():
+            out.append((o.item, store.read_json(path)))
+    return out

@@ -1,0 +1,93 @@
+"""The plan: predicted peak memory of an optimizer on a problem, nothing allocated.
+
+  weights      exact bytes of every parameter and buffer of the problem's model,
+               built on the meta device (shapes and dtypes only),
+  optimizer    the components the optimizer's `memory_model(hp, facts)` declares
+               (gradients, optimizer states, noise, activations, population...),
+  framework    on CPU the measured peak RSS of a fresh interpreter that imports
+               the harness and what the run imports (harness.planner.framework);
+               on CUDA 0, since the harness's CUDA figure
+               (`torch.cuda.max_memory_allocated`) counts tensors only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from harness.errors import UsageError
+from harness.planner.framework import cpu_framework_bytes, runtime_modules
+from harness.planner.tracing import ModelFacts, cached_model_facts
+
+GiB = 2**30
+
+
+@dataclass
+class Plan:
+    optimizer: str
+    problem: str
+    device: str
+    peak_bytes: int
+    breakdown: dict[str, int]
+    facts: ModelFacts | None
+    declared: bool                    # the optimizer declares a memory model
+    measured_as: str                  # what a run's peak_memory_bytes will be compared with
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["peak_gib"] = round(self.peak_bytes / GiB, 3)
+        return out
+
+    @property
+    def tensor_bytes(self) -> int:
+        """The plan without the framework figure."""
+        return self.peak_bytes - self.breakdown.get("framework", 0)
+
+
+def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: str, *,
+             facts: ModelFacts | None = None, measure_framework: bool = True,
+             isolated: bool = True) -> Plan:
+    """Plan of `optimizer_class` with resolved hyperparameters `hp` on a constructed (not
+    built) `problem`. measure_framework=False uses the cached CPU framework figure and
+    counts 0 when none is cached yet (the preflight's quick first look)."""
+    if facts is None:
+        facts = cached_model_facts(problem, device_type, isolated)
+    notes = []
+    breakdown: dict[str, int] = {"weights": facts.weight_bytes if facts else 0}
+    parts = optimizer_class.memory_model(hp, facts) if facts is not None else None
+    for k, v in (parts or {}).items():
+        breakdown[k] = breakdown.get(k, 0) + int(v)
+    if facts is None:
+        notes.append(f"problem {problem.name!r} gives no model to plan (no meta_model)")
+    elif parts is None:
+        notes.append(f"optimizer {optimizer!r} declares no memory model: "
+                     "the plan counts weights and framework only (a lower bound)")
+    if device_type == "cpu":
+        fw = cpu_framework_bytes(runtime_modules(optimizer_class, problem, facts), measure_framework)
+        breakdown["framework"] = fw or 0
+        if fw is None:
+            notes.append("framework RSS not measured yet (counted as 0)")
+    else:
+        breakdown["framework"] = 0
+    return Plan(
+        optimizer=optimizer, problem=problem.name, device=device_type,
+        peak_bytes=int(sum(breakdown.values())), breakdown=breakdown, facts=facts,
+        declared=parts is not None,
+        measured_as="peak RSS of the run's process" if device_type == "cpu"
+        else "torch.cuda.max_memory_allocated (tensors only; the CUDA context is not counted)",
+        notes=notes,
+    )
+
+
+def plan(optimizer: str, problem: str, overrides: dict | None = None, device: str = "cpu",
+         seed: int = 0) -> Plan:
+    """Plan by names; device may be 'cuda' on a machine without CUDA (a prediction)."""
+    from harness.spec import Prepared, RunSpec
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UsageError(f"--device {device!r}: expected cpu or cuda")
+    p = Prepared(RunSpec(optimizer=optimizer, problem=problem, seed=seed,
+                         overrides=dict(overrides or {}), device="cpu"))
+    return plan_run(p.spec.optimizer, p.optimizer_class, p.opt_hp, p.problem, torch.device(device).type)

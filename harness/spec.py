@@ -1,0 +1,148 @@
+"""What a run is: its budget, its request (RunSpec), and the request resolved and
+validated (Prepared).
+
+Every check that can run before a run directory exists runs here: names (case
+folded, did-you-mean), kinds, hyperparameters (typed, then the optimizer's own
+check_hparams), intervals, torchrun support and the problem's inputs. Nothing
+is allocated: the problem object is constructed, not built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from harness import distributed, registry
+from harness.envinfo import resolve_device
+from harness.errors import UsageError
+from harness.params import resolve, route_sets
+
+
+@dataclass
+class Budget:
+    steps: int | None = None
+    evals: int | None = None
+    time_s: float | None = None
+
+    def __post_init__(self):
+        for key in ("steps", "evals", "time_s"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{key.replace('_s', '')} {value}: the budget must be positive")
+        if self.steps is None and self.evals is None and self.time_s is None:
+            raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
+
+    def spent(self, step: int, evals: int, time_s: float) -> bool:
+        return (
+            (self.steps is not None and step >= self.steps)
+            or (self.evals is not None and evals >= self.evals)
+            or (self.time_s is not None and time_s >= self.time_s)
+        )
+
+    def as_dict(self) -> dict:
+        """Only the limits that are set, e.g. {"steps": 50}."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class RunSpec:
+    optimizer: str
+    problem: str
+    seed: int = 0
+    budget: Budget = field(default_factory=lambda: Budget(steps=100))
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    eval_every: int | None = None     # None: the problem's EVAL_EVERY
+    checkpoint_every: int = 100       # 0: never
+    runs_dir: str = "runs"
+    run_id: str | None = None
+    force: bool = False               # skip the memory preflight
+
+    def __post_init__(self):
+        if self.eval_every is not None and self.eval_every <= 0:
+            raise UsageError(f"--eval-every {self.eval_every}: must be a positive number of steps")
+        if self.checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0 (0 = never)")
+
+    @classmethod
+    def from_run_dir(cls, run_dir, budget: Budget | None = None) -> "RunSpec":
+        """The RunSpec of a stored run (for --resume); a new budget may extend it."""
+        from pathlib import Path
+
+        from harness import store
+
+        cfg_path = Path(run_dir) / "config.json"
+        if not cfg_path.exists():
+            raise UsageError(f"--resume {run_dir}: no config.json there; expected a run directory")
+        cfg = store.read_json(cfg_path)
+        overrides = {f"optimizer.{k}": v for k, v in cfg["optimizer_params"].items()}
+        overrides.update({f"problem.{k}": v for k, v in cfg["problem_params"].items()})
+        return cls(
+            optimizer=cfg["optimizer"], problem=cfg["problem"], seed=cfg["seed"],
+            budget=budget or Budget(**cfg["budget"]), overrides=overrides,
+            device=cfg.get("device_requested", "auto"), eval_every=cfg["eval_every"],
+            checkpoint_every=cfg["checkpoint_every"], runs_dir=str(Path(run_dir).parent),
+            run_id=Path(run_dir).name,
+        )
+
+
+class Prepared:
+    """A RunSpec resolved and validated; nothing allocated, nothing written."""
+
+    def __init__(self, spec: RunSpec):
+        self.opt_entry = registry.optimizer(spec.optimizer)
+        self.prob_entry = registry.problem(spec.problem)
+        # canonical names from here on (the user may have typed CMA for cma)
+        self.spec = spec = _with_names(spec, self.opt_entry.name, self.prob_entry.name)
+        self.kind = registry.check_compatible(self.opt_entry, self.prob_entry)
+        opt_schema = self.opt_entry.schema_for(self.prob_entry.factory)
+        prob_schema, _ = self.prob_entry.schema()
+        routed = route_sets(spec.overrides, opt_schema, prob_schema, spec.optimizer, spec.problem)
+        self.opt_hp = resolve(opt_schema, routed.optimizer, f"optimizer {spec.optimizer!r}")
+        self.optimizer_class.check_hparams(self.opt_hp)
+        self.prob_hp = resolve(prob_schema, routed.problem, f"problem {spec.problem!r}")
+        self.device = resolve_device(spec.device)
+        if distributed.launched() and not self.optimizer_class.DISTRIBUTED:
+            raise UsageError(f"optimizer {spec.optimizer!r} does not shard across processes; "
+                             f"run it without torchrun (world size 1)")
+        self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
+        self.problem.check()
+        self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
+
+    @property
+    def optimizer_class(self):
+        return self.opt_entry.factory
+
+    def build_optimizer(self):
+        """The optimizer on the (built) problem, with its kind and the run's budget."""
+        return self.optimizer_class(self.problem, self.opt_hp, self.spec.seed, kind=self.kind,
+                                    budget=self.spec.budget)
+
+    def config(self, run_id: str) -> dict:
+        return {
+            "run_id": run_id,
+            "optimizer": self.spec.optimizer,
+            "problem": self.spec.problem,
+            "kind": self.kind,
+            "seed": self.spec.seed,
+            "budget": asdict(self.spec.budget),
+            "optimizer_params": self.opt_hp,
+            "problem_params": self.prob_hp,
+            "device_requested": self.spec.device,
+            "device": str(self.device),
+            "eval_every": self.eval_every,
+            "checkpoint_every": self.spec.checkpoint_every,
+            "world_size": distributed.world_size(),
+            "metric_name": self.problem.METRIC,
+            "metric_higher_is_better": self.problem.METRIC_HIGHER_IS_BETTER,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _with_names(spec: RunSpec, optimizer: str, problem: str) -> RunSpec:
+    if (spec.optimizer, spec.problem) == (optimizer, problem):
+        return spec
+    from dataclasses import replace
+
+    return replace(spec, optimizer=optimizer, problem=problem)
