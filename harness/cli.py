@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 import sys
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, os_error_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,8 +40,11 @@ def main(argv=None) -> int:
     try:
         return int(args._main(args) or 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{exc.prefix}{exc}", file=sys.stderr if exc.exit_code else sys.stdout)
         return exc.exit_code
+    except OSError as exc:   # a full, read-only or missing disk location: one line, not a traceback
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ Run directories are named by the item (RunItem.name), so executing the same
 items again skips what is complete and resumes what was interrupted (`run
 --resume`). Executors differ only in where the process runs: LocalExecutor
 starts it as a child of this process.
+
+Several executors may share a runs directory (two sweeps, a sweep and a
+--resume): each item is handled under an OS lock (runs_dir/.locks/NAME.lock)
+and each run holds its directory's own lock while it runs, so nobody deletes,
+re-marks or restarts a run another live process owns; they wait for it and
+take its result. A dead owner's locks are released by the kernel.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from harness.faults import sweep_child_env
 DONE = ("ok", "diverged")
 
 
+class BatchTerminated(KeyboardInterrupt):
+    """The batch was stopped by SIGTERM (its children checkpointed and stopped)."""
+
+
 @dataclass
 class Outcome:
     item: RunItem
@@ -41,13 +51,19 @@ class Outcome:
 
 
 def state_of(run_dir: Path) -> str:
-    """new, done, failed, resumable or stale (a directory that cannot be resumed)."""
+    """new, done, failed, resumable, stale (a directory that cannot be resumed) or busy
+    (a live process runs it now)."""
     if not run_dir.exists():
         return "new"
+    if store.run_lock(run_dir).held_elsewhere():
+        return "busy"
     summary_path = run_dir / "summary.json"
     if not (run_dir / "config.json").exists():
         return "stale"
-    status = store.read_json(summary_path).get("status") if summary_path.exists() else None
+    try:
+        status = store.read_json(summary_path).get("status") if summary_path.exists() else None
+    except ValueError:
+        status = None   # a damaged summary: what the checkpoint says decides
     if status in DONE:
         return "done"
     if status == "failed":
@@ -58,15 +74,35 @@ def state_of(run_dir: Path) -> str:
 class LocalExecutor:
     """Runs each item's process as a child of this one."""
 
+    def __init__(self):
+        self.children: set[subprocess.Popen] = set()
+        self._guard = threading.Lock()
+
     def launch(self, cmd: list[str], env: dict, log) -> tuple[int, int]:
         """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes)."""
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        # wait4: this child's own rusage, so a killed run still has a peak RSS. Linux
-        # starts a child's ru_maxrss at its parent's RSS, so this is an upper bound
-        # (max of the child's peak and this process's RSS), used only for runs that
-        # died before writing their own figure.
-        _, wstatus, usage = os.wait4(proc.pid, 0)
-        return os.waitstatus_to_exitcode(wstatus), int(usage.ru_maxrss) * 1024
+        with self._guard:
+            self.children.add(proc)
+        try:
+            # wait4: this child's own rusage, so a killed run still has a peak RSS. Linux
+            # starts a child's ru_maxrss at its parent's RSS, so this is an upper bound
+            # (max of the child's peak and this process's RSS), used only for runs that
+            # died before writing their own figure.
+            _, wstatus, usage = os.wait4(proc.pid, 0)
+        finally:
+            with self._guard:
+                self.children.discard(proc)
+        proc.returncode = os.waitstatus_to_exitcode(wstatus)
+        return proc.returncode, int(usage.ru_maxrss) * 1024
+
+    def signal_all(self, signum: int) -> None:
+        """Pass a signal on to every running child (preemption of the whole batch)."""
+        with self._guard:
+            for proc in self.children:
+                try:
+                    proc.send_signal(signum)
+                except OSError:
+                    pass
 
 
 def _signal_name(rc: int) -> str:
@@ -123,9 +159,29 @@ def _last_line(text: str) -> str:
 
 
 def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
-            stop: threading.Event | None = None, executor=None) -> Outcome:
+            stop: threading.Event | None = None, executor=None, echo=print) -> Outcome:
+    """Handle one item under its lock: skip, resume, (re)start, or wait for the live
+    process that owns it and take its result."""
+    (runs_dir / ".locks").mkdir(parents=True, exist_ok=True)
+    lock = store.RunLock(runs_dir / ".locks" / f"{item.name}.lock")
+    if not lock.acquire():
+        echo(f"waiting: {item.label} is handled by process {lock.owner()} ({runs_dir / item.name})")
+        lock.acquire(wait=True)
+    try:
+        return _run_one_locked(item, runs_dir, device, retry_failed, stop, executor or LocalExecutor(), echo)
+    finally:
+        lock.release()
+
+
+def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo) -> Outcome:
     run_dir = runs_dir / item.name
     state = state_of(run_dir)
+    if state == "busy":   # a run or --resume started by hand owns it: wait, then look again
+        echo(f"waiting: {run_dir} is run by process {store.run_lock(run_dir).owner()}")
+        held = store.run_lock(run_dir)
+        held.acquire(wait=True)
+        held.release()
+        state = state_of(run_dir)
     if state == "done":
         s = store.read_json(run_dir / "summary.json")
         return Outcome(item, s["status"], s.get("reason"), run_dir, "already-done")
@@ -134,7 +190,9 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
         return Outcome(item, "failed", s.get("reason"), run_dir, "already-failed")
     if stop is not None and stop.is_set():
         return Outcome(item, "skipped", "interrupted before it started", run_dir, "not-started")
-    if state in ("stale", "failed"):
+    if state == "failed" and (run_dir / "checkpoint.pt").exists():
+        state = "resumable"     # --retry-failed continues from the last checkpoint
+    elif state in ("stale", "failed"):
         shutil.rmtree(run_dir)  # our own deterministic directory; nothing to resume in it
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
@@ -153,13 +211,13 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
         log.write(header.encode())
         log.flush()
         env = sweep_child_env(os.environ, item.optimizer, item.problem, item.seed)
-        rc, child_peak = (executor or LocalExecutor()).launch(cmd, env, log)
+        rc, child_peak = executor.launch(cmd, env, log)
     wall = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     output = text.split(header, 1)[-1]  # what the child printed
     summary_path = run_dir / "summary.json"
     status = store.read_json(summary_path).get("status") if summary_path.exists() else None
-    if status in DONE or status == "failed" or (status == "interrupted" and rc == 130):
+    if status in DONE or status == "failed" or (status == "interrupted" and rc in (130, 143)):
         reason = store.read_json(summary_path).get("reason")
     else:
         tail = _last_line(output)
@@ -176,15 +234,17 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
 def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
             retry_failed: bool = False, echo=print, executor=None) -> list[Outcome]:
     """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
-    the order of `items`."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    the order of `items`. SIGTERM to this process is passed on to the running children
+    (they checkpoint and record `interrupted`), then raised here as KeyboardInterrupt."""
+    runs_dir = store.ensure_dir(runs_dir)
+    executor = executor or LocalExecutor()
     stop = threading.Event()
+    restore = _forward_sigterm(executor, stop)
     outcomes: list[Outcome] = []
     total = len(items)
     width = max(len(it.label) for it in items) if items else 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor)
+        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, echo)
                    for it in items]
         try:
             for fut in as_completed(futures):
@@ -195,15 +255,33 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
                 echo(f"[{len(outcomes)}/{total}] {o.status:<11} {o.action:<14} {o.item.label:<{width}} "
                      f"{took}  {o.run_dir}{why}")
         except KeyboardInterrupt:
-            stop.set()  # children got the SIGINT too and record `interrupted`
+            stop.set()  # children got the SIGINT (or our SIGTERM) too and record `interrupted`
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            restore()
+    if stop.is_set():   # SIGTERM arrived and every child has ended: the batch is interrupted
+        raise BatchTerminated
     try:
         (runs_dir / ".sweep-logs").rmdir()   # each log went into its run directory
     except OSError:
         pass   # absent, or a run of another executor still writes there
     order = {id(it): i for i, it in enumerate(items)}
     return sorted(outcomes, key=lambda o: order[id(o.item)])
+
+
+def _forward_sigterm(executor, stop: threading.Event):
+    """Install a SIGTERM handler that passes the signal to the children and stops
+    new runs; returns the function that restores the previous handler."""
+    def on_term(signum, frame):
+        stop.set()
+        executor.signal_all(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:   # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def counts(outcomes: list[Outcome]) -> str:

@@ -137,7 +137,7 @@ def validate(items: list[RunItem], device: str = "auto") -> None:
 
 def record(runs_dir: Path, request: dict, grid_: Grid) -> None:
     """sweep.json in the runs directory: what was asked and what was skipped."""
-    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    store.ensure_dir(runs_dir)
     store.write_json(Path(runs_dir) / "sweep.json", {
         **request,
         "runs": [it.name for it in grid_.items],

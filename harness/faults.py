@@ -8,6 +8,7 @@ machine has less memory, exactly as the real faults would look from outside.
   HARNESS_TEST_FAIL_AT_STEP=K    raise at the start of step K (a failed run)
   HARNESS_TEST_HANG_AT_STEP=K    sleep an hour at the start of step K (a hung rank)
   HARNESS_TEST_KILL_AT_STEP=K    os._exit(137) after step K is recorded (kill -9, OOM)
+  HARNESS_TEST_TERM_AT_STEP=K    send this process SIGTERM after step K (preemption)
   HARNESS_TEST_FAIL_RANK=R       only rank R does the above (default: every rank)
   HARNESS_TEST_SWEEP_FAIL=OPT:PROBLEM:SEED[:kill]
                                  that run of a sweep fails at step 2 (or is killed)
@@ -34,12 +35,14 @@ class FaultHooks:
     hang_at: int = 0
     kill_at: int = 0
     rank: int = -1          # -1: every rank
+    term_at: int = 0
 
     @classmethod
     def from_env(cls, env=None) -> "FaultHooks":
         env = os.environ if env is None else env
         return cls(_int(env, "HARNESS_TEST_FAIL_AT_STEP"), _int(env, "HARNESS_TEST_HANG_AT_STEP"),
-                   _int(env, "HARNESS_TEST_KILL_AT_STEP"), _int(env, "HARNESS_TEST_FAIL_RANK", -1))
+                   _int(env, "HARNESS_TEST_KILL_AT_STEP"), _int(env, "HARNESS_TEST_FAIL_RANK", -1),
+                   _int(env, "HARNESS_TEST_TERM_AT_STEP"))
 
     def _here(self) -> bool:
         from harness import distributed
@@ -58,6 +61,10 @@ class FaultHooks:
         if self.kill_at and step == self.kill_at and self._here():
             flush()
             os._exit(137)
+        if self.term_at and step == self.term_at and self._here():
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)   # the real signal path, as preemption sends it
 
 
 def sweep_child_env(env: dict, optimizer: str, problem: str, seed: int) -> dict:

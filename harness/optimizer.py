@@ -69,8 +69,13 @@ class Optimizer:
 
     def is_finished(self) -> bool:
         """True when further steps cannot change the solution (one-shot methods such as
-        magnitude pruning); the runner then stops before the budget is spent."""
+        magnitude pruning, a library's own termination criteria); the runner then stops
+        before the budget is spent, status ok."""
         return False
+
+    def finish_reason(self) -> str | None:
+        """Why is_finished() is True, recorded as the run's reason (e.g. "converged: tolfun")."""
+        return None
 
     def solution(self) -> Any:
         """What problem.evaluate() scores: None for weights problems (the model is the

@@ -20,6 +20,7 @@ class Param:
     low: float | None = None   # inclusive bounds for int/float
     high: float | None = None
     optional: bool = False     # None is allowed (e.g. "use the problem's default")
+    finite: bool = True        # floats: inf is refused (nan always is)
 
     def parse(self, key: str, raw: Any) -> Any:
         """Convert a CLI string (or a Python value) to this param's type, or raise UsageError."""
@@ -31,12 +32,10 @@ class Param:
             if self.type is bool:
                 value = _parse_bool(raw)
             elif self.type is int:
-                if isinstance(raw, float) and not raw.is_integer():
-                    raise ValueError
-                value = int(float(raw)) if isinstance(raw, str) and "e" in raw.lower() else int(raw)
+                value = _parse_int(raw)
             elif self.type is float:
                 value = float(raw)
-                if math.isnan(value):
+                if math.isnan(value) or (self.finite and math.isinf(value)):
                     raise ValueError
             else:
                 value = self.type(raw)
@@ -63,6 +62,21 @@ class Param:
                          f"{self.high if self.high is not None else 'inf'}]")
         parts.append(f"default {self.default!r}")
         return ", ".join(parts)
+
+
+def _parse_int(raw: Any) -> int:
+    """An integer, written as one ("30") or in exponent form if integral ("1e3");
+    "2.5", "2.5e0", True and inf are refused, never truncated."""
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) or any(c in str(raw).lower() for c in ".e"):
+        value = float(raw)
+        if not value.is_integer():
+            raise ValueError(raw)
+        return int(value)
+    return int(str(raw).strip())
 
 
 def _parse_bool(raw: Any) -> bool:

@@ -9,7 +9,9 @@ summary.json: ok, diverged, failed (with the reason) or interrupted.
 from __future__ import annotations
 
 import math
+import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -19,7 +21,7 @@ import torch
 
 from harness import distributed, store
 from harness.envinfo import environment
-from harness.errors import UsageError
+from harness.errors import NothingToDo, UsageError, os_error_line
 from harness.faults import FaultHooks
 from harness.memory import PeakMemory
 from harness.optimizer import StepResult
@@ -82,8 +84,14 @@ class Runner:
     on_start(state), on_step(state, record), on_end(summary)) watch it: the progress
     display, loggers."""
 
-    def __init__(self, prepared: Prepared, run_dir: Path, progress: bool = True, callbacks=()):
+    def __init__(self, prepared: Prepared, run_dir: Path, progress: bool = True, callbacks=(),
+                 lock: store.RunLock | None = None, checkpoint: dict | None = None,
+                 previous: dict | None = None):
         self.p = prepared
+        self.lock = lock                  # this process's hold on the run directory (rank 0)
+        self.checkpoint = checkpoint      # resume: the loaded checkpoint.pt, None for a fresh start
+        self.previous = previous or {}    # resume: the summary so far (its peak memory counts)
+        self.stop_signal: str | None = None
         self.dir = Path(run_dir)
         self.main = distributed.is_main()        # only rank 0 writes the run store
         self.callbacks = list(callbacks)
@@ -97,16 +105,16 @@ class Runner:
         self.peak = None
         self._wall0, self._wall_offset = time.perf_counter(), 0.0
 
-    def run(self, resume: bool = False) -> dict:
+    def run(self) -> dict:
         """Build, restore or start, loop; whatever happens, end with a summary.json."""
         if self.main:
             store.write_json(self.dir / "env.json", environment(self.p.device))
             store.write_json(self.dir / "summary.json", self._summary("running", None, 0))
         status, reason, writer = "running", None, None
-        previous = _install_sigterm()
+        previous = _install_sigterm(self._on_sigterm)
         try:
             self._build()
-            writer = self._restore() if resume else self._fresh()
+            writer = self._restore() if self.checkpoint is not None else self._fresh()
             for cb in self.callbacks:
                 cb.on_start(self.state)
             status, reason = self._loop(writer)
@@ -114,12 +122,13 @@ class Runner:
             self.peak = max(distributed.gather_object(self.mem.peak_bytes()))
         except KeyboardInterrupt:
             status, reason = "interrupted", "KeyboardInterrupt"
+        except Terminated as exc:   # under torchrun: SIGTERM ends the step at once
+            status, reason = "interrupted", f"Terminated: {exc}"
         except Exception as exc:  # a run that fails records why
             status, reason = "failed", _one_line(exc)
             self._record_error(reason)
         finally:
-            # a SIGTERM now (torchrun stopping the ranks after one failed) must not cut
-            # the summary short: ignore it until the summary is written, then restore
+            # a SIGTERM now must not cut the summary short: ignore it until written
             if previous is not None:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if writer is not None:
@@ -127,12 +136,24 @@ class Runner:
             summary = self._finish(status, reason)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self.lock is not None:
+                self.lock.release()
         return summary
+
+    def _on_sigterm(self, signum, frame):
+        """SIGTERM (timeout, SLURM preemption, docker stop) is an interruption, not a
+        failure. One process: finish the step, checkpoint, stop. Under torchrun
+        (where it also means a peer failed) stop at once: the last periodic
+        checkpoint is where a resume starts."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # once: a second one must not cut the first
+        self.stop_signal = signal.Signals(signum).name
+        if distributed.world_size() > 1:
+            raise Terminated(f"{self.stop_signal} at step {self.state.step}")
 
     # -- the loop: one line per stage --------------------------------------------
     def _loop(self, writer) -> tuple[str, str | None]:
         p, state = self.p, self.state
-        while not self._finished():
+        while not (self._finished() or self.stop_signal):
             self.faults.before_step(state.step)                # test hooks: fail or hang here
             record = self._timed_step()                        # the step; time_s counts only this
             if not math.isfinite(record["loss"]):              # NaN/inf loss: the run diverged
@@ -149,7 +170,11 @@ class Runner:
             self.faults.after_step(state.step, writer.close)   # test hook: die as kill -9 would
             for cb in self.callbacks:                          # progress, loggers
                 cb.on_step(state, record)
-        return "ok", None
+        if self.stop_signal:                                   # SIGTERM: checkpoint, then stop
+            self._checkpoint()
+            return "interrupted", (f"{self.stop_signal} at step {state.step}; checkpoint written, "
+                                   f"--resume {self.dir} continues")
+        return "ok", self.opt.finish_reason() if self.opt.is_finished() else None
 
     def _timed_step(self) -> dict:
         objective0 = self.clock.total if self.clock is not None else 0.0
@@ -174,6 +199,8 @@ class Runner:
     # -- stages around the loop ----------------------------------------------------
     def _build(self) -> None:
         p = self.p
+        if p.threads:
+            torch.set_num_threads(p.threads)
         seed_everything(p.spec.seed)
         self.mem.reset()
         p.problem.build(p.device)
@@ -193,18 +220,17 @@ class Runner:
         return writer
 
     def _restore(self):
-        """Continue from checkpoint.pt (RNG states included); records after it are cut."""
-        path = self.dir / "checkpoint.pt"
-        if not path.exists():
-            return self._fresh()
-        ckpt = store.load_checkpoint(path)
+        """Continue from the checkpoint (RNG states included); later records are cut
+        (they are made again), every valid earlier one is kept."""
+        ckpt = self.checkpoint
         self.p.problem.load_state_dict(ckpt["problem"])
         self.opt.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         self.state = RunState(**ckpt["state"])
         self._wall_offset = self.state.wall_s
         if self.main:
-            store.truncate_metrics(self.dir / "metrics.jsonl", self.state.step)
+            for problem in store.truncate_metrics(self.dir / "metrics.jsonl", self.state.step):
+                print(f"warning: {problem}", file=sys.stderr, flush=True)
         return self._writer()
 
     def _writer(self):
@@ -221,9 +247,12 @@ class Runner:
 
     def _finish(self, status: str, reason: str | None) -> dict:
         self.state.wall_s = self._wall()
-        if status == "failed":   # under torchrun, the rank that failed first names the cause
-            reason = distributed.attribute_failure(reason, self.dir)
-        summary = self._summary(status, reason, self.peak or self.mem.peak_bytes())
+        if status in ("failed", "interrupted") and distributed.world_size() > 1:
+            # under torchrun, the rank that failed first names the cause
+            attributed = distributed.attribute_failure(reason, self.dir)
+            status, reason = ("failed", attributed) if attributed != reason else (status, reason)
+        peak = max(self.peak or self.mem.peak_bytes(), self.previous.get("peak_memory_bytes") or 0)
+        summary = self._summary(status, reason, peak)
         if self.main:
             store.write_json(self.dir / "summary.json", summary)
         for cb in self.callbacks:
@@ -267,16 +296,9 @@ class Terminated(Exception):
     pass
 
 
-def _raise_terminated(signum, frame):
-    # torchrun sends SIGTERM to the other ranks when one fails: record, don't vanish.
-    # Once only: a second signal must not interrupt the handling of the first.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
-
-
-def _install_sigterm():
+def _install_sigterm(handler):
     try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return None
 
@@ -308,27 +330,85 @@ def run(spec: RunSpec, progress: bool = True, callbacks=()) -> tuple[Path, dict]
     tells the others its name.
     """
     prepared = _prepare(spec)
-    outcome = None
+    outcome, lock = None, None
     if distributed.is_main():
+        s = prepared.spec
         try:
-            run_dir = store.new_run_dir(Path(spec.runs_dir), prepared.spec.run_id,
-                                          f"{prepared.spec.optimizer}_{prepared.spec.problem}_s{prepared.spec.seed}")
-            store.write_json(run_dir / "config.json", prepared.config(run_dir.name))
+            run_dir = store.new_run_dir(Path(s.runs_dir), s.run_id, f"{s.optimizer}_{s.problem}_s{s.seed}")
+            lock = store.run_lock(run_dir)
+            lock.acquire()     # a new directory: nobody else holds it
+            try:
+                store.write_json(run_dir / "config.json", prepared.config(run_dir.name))
+            except OSError as exc:   # full or read-only: leave nothing behind
+                lock.release()
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise UsageError(f"--runs-dir {s.runs_dir}: cannot write the run's files "
+                                 f"({os_error_line(exc)})") from None
             outcome = ("ok", str(run_dir))
         except UsageError as exc:
             outcome = ("error", str(exc))
     status, value = distributed.broadcast_object(outcome)
     if status == "error":
         raise UsageError(value)
-    return Path(value), Runner(prepared, Path(value), progress, callbacks).run()
+    return Path(value), Runner(prepared, Path(value), progress, callbacks, lock=lock).run()
 
 
 def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
            force: bool = False, callbacks=()) -> tuple[Path, dict]:
+    """Continue a stored run from its checkpoint (or from step 0 without one). Nothing is
+    written until the directory's lock is held and every stored file checks out: a
+    finished run is left alone (NothingToDo), a corrupt file is one line (exit 2)."""
     run_dir = Path(run_dir)
-    prepared = _prepare(replace(RunSpec.from_run_dir(run_dir, budget), force=force))
-    if budget is not None and distributed.is_main():  # a new budget extends the stored one
-        cfg = store.read_json(run_dir / "config.json")
-        cfg["budget"] = asdict(budget)
-        store.write_json(run_dir / "config.json", cfg)
-    return run_dir, Runner(prepared, run_dir, progress, callbacks).run(resume=True)
+    spec = replace(RunSpec.from_run_dir(run_dir, budget), force=force)
+    lock = None
+    if distributed.is_main():
+        lock = store.run_lock(run_dir)
+        if not lock.acquire():
+            raise UsageError(f"--resume {run_dir}: process {lock.owner()} is running it now "
+                             "(a run, resume or sweep); wait for it to end")
+    try:
+        previous = _stored_summary(run_dir)
+        _check_unfinished(run_dir, previous, budget)
+        checkpoint = _load_checkpoint(run_dir)
+        prepared = _prepare(spec)
+        if budget is not None and distributed.is_main():  # a new budget extends the stored one
+            cfg = store.read_json(run_dir / "config.json")
+            cfg["budget"] = asdict(budget)
+            store.write_json(run_dir / "config.json", cfg)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run_dir, Runner(prepared, run_dir, progress, callbacks, lock=lock, checkpoint=checkpoint,
+                           previous=previous).run()
+
+
+def _stored_summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    try:
+        return store.read_json(path) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}   # rewritten by this run
+
+
+def _check_unfinished(run_dir: Path, summary: dict, budget: Budget | None) -> None:
+    if summary.get("status") not in ("ok", "diverged"):
+        return
+    steps, evals, time_s = summary.get("steps", 0), summary.get("evals", 0), summary.get("optimizer_time_s", 0)
+    if budget is None or budget.spent(steps, evals, time_s) or summary.get("status") == "diverged":
+        raise NothingToDo(f"{run_dir}: already finished ({summary['status']} at step {steps}); nothing "
+                          "changed (give a larger --steps/--evals/--time with --resume to extend it)")
+
+
+def _load_checkpoint(run_dir: Path) -> dict | None:
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return None
+    try:
+        ckpt = store.load_checkpoint(path)
+        if not isinstance(ckpt, dict) or not {"state", "optimizer", "problem", "rng"} <= set(ckpt):
+            raise ValueError("not a harness checkpoint")
+        return ckpt
+    except Exception as exc:   # empty, truncated, another file
+        raise UsageError(f"--resume {run_dir}: checkpoint.pt cannot be read ({_one_line(exc)}); "
+                         "restore it, or delete it to restart the run from step 0") from None

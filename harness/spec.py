@@ -9,14 +9,17 @@ is allocated: the problem object is constructed, not built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import torch
+
 from harness import distributed, registry
 from harness.envinfo import resolve_device
 from harness.errors import UsageError
-from harness.params import resolve, route_sets
+from harness.params import parse_seed, resolve, route_sets
 
 
 @dataclass
@@ -28,8 +31,11 @@ class Budget:
     def __post_init__(self):
         for key in ("steps", "evals", "time_s"):
             value = getattr(self, key)
+            flag = f"--{key.replace('_s', '')}"
+            if value is not None and not math.isfinite(value):   # nan never ends, inf never spends
+                raise UsageError(f"{flag} {value}: the budget must be a finite positive number")
             if value is not None and value <= 0:
-                raise UsageError(f"--{key.replace('_s', '')} {value}: the budget must be positive")
+                raise UsageError(f"{flag} {value}: the budget must be positive")
         if self.steps is None and self.evals is None and self.time_s is None:
             raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
 
@@ -58,8 +64,15 @@ class RunSpec:
     runs_dir: str = "runs"
     run_id: str | None = None
     force: bool = False               # skip the memory preflight
+    threads: int | None = None        # torch intra-op threads; None: chosen by model size
 
     def __post_init__(self):
+        parse_seed(self.seed)
+        if self.run_id is not None and not _single_name(self.run_id):
+            raise UsageError(f"--run-id {self.run_id!r}: must be one directory name inside --runs-dir "
+                             "(no '/', not '.' or '..')")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
         if self.eval_every is not None and self.eval_every <= 0:
             raise UsageError(f"--eval-every {self.eval_every}: must be a positive number of steps")
         if self.checkpoint_every < 0:
@@ -75,7 +88,12 @@ class RunSpec:
         cfg_path = Path(run_dir) / "config.json"
         if not cfg_path.exists():
             raise UsageError(f"--resume {run_dir}: no config.json there; expected a run directory")
-        cfg = store.read_json(cfg_path)
+        try:
+            cfg = store.read_json(cfg_path)
+            cfg["optimizer_params"], cfg["problem_params"], cfg["budget"], cfg["seed"]  # noqa: B018
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--resume {run_dir}: config.json is damaged ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); it cannot be resumed") from None
         overrides = {f"optimizer.{k}": v for k, v in cfg["optimizer_params"].items()}
         overrides.update({f"problem.{k}": v for k, v in cfg["problem_params"].items()})
         return cls(
@@ -83,7 +101,7 @@ class RunSpec:
             budget=budget or Budget(**cfg["budget"]), overrides=overrides,
             device=cfg.get("device_requested", "auto"), eval_every=cfg["eval_every"],
             checkpoint_every=cfg["checkpoint_every"], runs_dir=str(Path(run_dir).parent),
-            run_id=Path(run_dir).name,
+            run_id=Path(run_dir).name, threads=cfg.get("threads_requested"),
         )
 
 
@@ -109,6 +127,7 @@ class Prepared:
         self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
         self.problem.check()
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
+        self.threads = _threads(spec.threads, self.problem)
 
     @property
     def optimizer_class(self):
@@ -134,10 +153,34 @@ class Prepared:
             "eval_every": self.eval_every,
             "checkpoint_every": self.spec.checkpoint_every,
             "world_size": distributed.world_size(),
+            "threads_requested": self.spec.threads,
+            "threads": self.threads or torch.get_num_threads(),
             "metric_name": self.problem.METRIC,
             "metric_higher_is_better": self.problem.METRIC_HIGHER_IS_BETTER,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+# Below this many parameters a model's ops are too small for several threads to pay
+# off: on 2 cores the default threads made qwen3-tiny's main job 4x slower (issue 12).
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def _threads(requested: int | None, problem) -> int | None:
+    """torch intra-op threads for the run: --threads; else the environment's
+    OMP_NUM_THREADS (torchrun sets it); else 1 for small models; else torch's default."""
+    import os
+
+    if requested is not None:
+        return requested
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    count = problem.param_count()
+    return 1 if count is not None and count < SMALL_MODEL_PARAMS else None
+
+
+def _single_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def _with_names(spec: RunSpec, optimizer: str, problem: str) -> RunSpec:

@@ -111,51 +111,124 @@ class NullWriter:
         pass
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Every whole record of a metrics.jsonl (a torn last line is skipped)."""
+def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict]:
+    """Every valid record of a metrics.jsonl. A torn last line (what a kill mid-write
+    leaves) is skipped silently; any other line that is not a JSON object is skipped
+    and, when `problems` is given, reported there by file and line number."""
     records = []
     path = Path(path)
     if not path.exists():
         return records
-    with open(path) as fh:
-        for line in fh:
+    with open(path, errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
             if not line.endswith("\n"):
-                break
+                break   # torn last line
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                records.append(record)
+            except ValueError as exc:
+                if problems is not None:
+                    problems.append(f"{path}:{number}: corrupt record skipped ({str(exc)[:80]})")
     return records
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep records with step <= last_step (used when resuming from a checkpoint)."""
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+def truncate_metrics(path: Path, last_step: int) -> list[str]:
+    """Keep the valid records with step <= last_step (resuming from a checkpoint at that
+    step regenerates the later ones); returns the corrupt lines that were dropped."""
+    problems: list[str] = []
+    kept = [r for r in read_metrics(path, problems) if r.get("step", 0) <= last_step]
     atomic_write_bytes(Path(path), "".join(dumps(r) + "\n" for r in kept).encode())
+    return problems
+
+
+class RunLock:
+    """An OS lock (flock) on a run directory, held by the process that runs it for the
+    run's whole life: another run, resume or sweep on the same directory sees it and
+    waits or refuses, never writes into it. The kernel drops the lock when the owner
+    dies, however it dies, so a dead owner's run is taken over."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return True
+
+    def owner(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)   # closing the descriptor releases the flock
+            self.fd = None
+
+    def held_elsewhere(self) -> bool:
+        """True when another process holds the lock now (does not take it)."""
+        if not self.path.exists():
+            return False
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+
+def run_lock(run_dir: Path) -> RunLock:
+    return RunLock(Path(run_dir) / ".lock")
+
+
+def ensure_dir(path: Path, flag: str = "--runs-dir") -> Path:
+    """mkdir -p, or one line (UsageError) naming the flag when the place cannot hold it."""
+    from harness.errors import UsageError, os_error_line
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create it ({os_error_line(exc)})") from None
+    return Path(path)
 
 
 def new_run_dir(runs_dir: Path, run_id: str | None, prefix: str) -> Path:
     """A new, empty run directory: runs_dir/run_id, or runs_dir/<prefix>_<time>[-i]."""
     from datetime import datetime
 
-    from harness.errors import UsageError
+    from harness.errors import UsageError, os_error_line
 
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if run_id:
-        path = runs_dir / run_id
-        if path.exists():
-            raise UsageError(f"--run-id {run_id!r}: {path} exists; use --resume {path} or a new id")
-        path.mkdir()
-        return path
-    base = f"{prefix}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1000):
-        path = runs_dir / (base if i == 0 else f"{base}-{i}")
-        try:
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        if run_id:
+            path = runs_dir / run_id
+            if path.exists():
+                raise UsageError(f"--run-id {run_id!r}: {path} exists; use --resume {path} or a new id")
             path.mkdir()
             return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh run directory under {runs_dir}")
+        base = f"{prefix}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        for i in range(1000):
+            path = runs_dir / (base if i == 0 else f"{base}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:   # a file where the directory should be, read-only, full
+        raise UsageError(f"--runs-dir {runs_dir}: cannot create a run directory there "
+                         f"({os_error_line(exc)})") from None
+    raise UsageError(f"--runs-dir {runs_dir}: 1000 run directories named {base}* exist; use --run-id")
 
 
 def iter_runs(runs_dir: Path) -> Iterable[Path]:

@@ -56,6 +56,8 @@ class CMAES(Optimizer):
                          low=2, optional=True),
         "variant": Param("auto", str, "full covariance, sep (diagonal) or auto",
                          choices=("auto", "full", "sep")),
+        "restarts": Param(0, int, "IPOP restarts after pycma's termination criteria are met "
+                          "(population doubled each time); 0: the run ends there", low=0),
     }
 
     RUNTIME_IMPORTS = ("cma",)
@@ -80,40 +82,70 @@ class CMAES(Optimizer):
         }
 
     def setup(self) -> None:
-        import cma
 
         self.on_weights = self.kind == "weights"
+        self.restarts_done = 0
+        self.best_f, self.best_x = float("inf"), None    # over every restart
+        if self.on_weights:
+            self.params = [p for _, p in self.problem.trainable()]
+            x0 = torch.nn.utils.parameters_to_vector(self.params).detach().cpu().double().numpy()
+        else:
+            x0 = initial_point(self.problem.space, self.seed)
+        self.es = self._strategy(x0, self.hp["popsize"], pycma_seed(self.seed))
+
+    def _strategy(self, x0, popsize, seed: int):
+        import cma
+
         # pycma draws from numpy's *global* RandomState by default, which a pickle of
         # the strategy then copies: a resumed run would continue on a private copy
         # while the original kept sharing the global stream. A private RandomState,
         # seeded as pycma seeds the global one, gives the same samples and makes
         # the checkpoint (a pickle of the strategy) carry the exact stream position.
-        self.rs = np.random.RandomState(pycma_seed(self.seed))
-        opts = {"seed": pycma_seed(self.seed), "verbose": -9, "randn": self.rs.randn}
-        if self.hp["popsize"]:
-            opts["popsize"] = self.hp["popsize"]
+        self.rs = np.random.RandomState(seed)
+        opts = {"seed": seed, "verbose": -9, "randn": self.rs.randn}
+        if popsize:
+            opts["popsize"] = popsize
         if self.on_weights:
-            self.params = [p for _, p in self.problem.trainable()]
-            x0 = torch.nn.utils.parameters_to_vector(self.params).detach().cpu().double().numpy()
             sigma0 = self.hp["sigma0"] if self.hp["sigma0"] is not None else 0.05
         else:
-            space = self.problem.space
-            lo, hi = space.bounds()
-            x0 = initial_point(space, self.seed)
+            lo, hi = self.problem.space.bounds()
             sigma0 = self.hp["sigma0"] if self.hp["sigma0"] is not None else 0.3
             opts["bounds"] = [list(lo), list(hi)]
             opts["CMA_stds"] = list(hi - lo)
-        dim = len(x0)
         variant = self.hp["variant"]
-        if variant == "sep" or (variant == "auto" and dim > SEP_AUTO_DIM):
+        if variant == "sep" or (variant == "auto" and len(x0) > SEP_AUTO_DIM):
             opts["CMA_diagonal"] = True
-        self.es = cma.CMAEvolutionStrategy(x0, sigma0, opts)
+        return cma.CMAEvolutionStrategy(x0, sigma0, opts)
+
+    def _restart(self) -> None:
+        """IPOP (Auger and Hansen 2005), as pycma's fmin(restarts=, incpopsize=2): a new
+        strategy with twice the population, from a fresh seeded point of the box (search
+        space) or from the current mean (weights)."""
+        self.restarts_done += 1
+        k = self.restarts_done
+        if self.on_weights:
+            x0 = np.array(self.es.mean)
+        else:
+            x0 = self.problem.space.sample_encoded(np.random.default_rng(derive_seed(self.seed, "cma-x0", k)))
+        self.es = self._strategy(x0, 2 * self.es.popsize, derive_seed(self.seed, "cma", k) % (2**31 - 2) + 1)
+
+    def is_finished(self) -> bool:
+        """pycma's own termination criteria (tolfun, tolx, ...) met and no restart left:
+        further steps would only ask pycma past its convergence."""
+        return bool(self.es.stop()) and self.restarts_done >= self.hp["restarts"]
+
+    def finish_reason(self) -> str | None:
+        stop = self.es.stop()
+        after = f" after {self.restarts_done} restarts" if self.restarts_done else ""
+        return f"converged: {', '.join(stop)}{after}" if stop else None
 
     def _load_vector(self, x) -> None:
         vec = torch.as_tensor(np.asarray(x), dtype=self.params[0].dtype, device=self.params[0].device)
         torch.nn.utils.vector_to_parameters(vec, self.params)
 
     def step(self, step: int) -> StepResult:
+        if self.es.stop():   # converged with restarts left (else the run has ended)
+            self._restart()
         xs = self.es.ask()
         if self.on_weights:
             with torch.no_grad():
@@ -131,18 +163,25 @@ class CMAES(Optimizer):
             values = [float(self.problem.objective(decode(x))) for x in xs]
             self.es.tell(xs, values)
             loss = float(np.min(values))
-        return StepResult(loss=loss, evals=len(xs), extra={
-            "sigma": float(self.es.sigma), "best_so_far": float(self.es.result.fbest)})
+        if self.es.result.fbest < self.best_f:
+            self.best_f, self.best_x = float(self.es.result.fbest), np.array(self.es.result.xbest)
+        extra = {"sigma": float(self.es.sigma), "best_so_far": self.best_f}
+        if self.hp["restarts"]:
+            extra.update(restart=self.restarts_done, popsize=self.es.popsize)
+        return StepResult(loss=loss, evals=len(xs), extra=extra)
 
     def solution(self):
-        if self.on_weights or self.es.result.xbest is None:
+        if self.on_weights or self.best_x is None:
             return None
-        return self.problem.space.decode(self.es.result.xbest)
+        return self.problem.space.decode(self.best_x)
 
     def state_dict(self) -> dict:
-        return {"es": pickle.dumps(self.es)}
+        return {"es": pickle.dumps(self.es), "restarts_done": self.restarts_done,
+                "best": (self.best_f, self.best_x)}
 
     def load_state_dict(self, state: dict) -> None:
         self.es = pickle.loads(state["es"])
+        self.restarts_done = state.get("restarts_done", 0)
+        self.best_f, self.best_x = state.get("best", (float(self.es.result.fbest), self.es.result.xbest))
         if self.on_weights:
             self._load_vector(self.es.mean)

@@ -62,14 +62,21 @@ class ES(Optimizer):
     }
 
     # -- memory model (read by the planner) ------------------------------------
+    # Host bytes per member of the population-sized arrays of one iteration: fitness as a
+    # Python list (pointer + float object) and as float64 arrays (fitness, losses, shaped,
+    # ranks, the all-reduce vector), the per-member score and update-coefficient dicts.
+    PER_MEMBER_BYTES = 320
+
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
         """Bytes beyond the weights: one tensor's fp32 noise (plus an fp32 working copy of
-        that tensor when weights are not fp32) and one no-grad forward's activations.
+        that tensor when weights are not fp32), one no-grad forward's activations, and the
+        population-sized arrays (so an absurd population is refused before it starts).
         Conservative: the noise is freed before the forward, the sum over-counts."""
         numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
         noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
-        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes)}
+        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes),
+                "population": int(cls.PER_MEMBER_BYTES * hp["population"])}
 
     @classmethod
     def check_hparams(cls, hp) -> None:

@@ -80,20 +80,50 @@ class Nevergrad(Optimizer):
                                                            num_workers=1)
         self.best = float("inf")
         self.history: list[tuple[np.ndarray, float]] = []   # standardized candidate, loss
+        self.finished: str | None = None                      # nevergrad's own termination
 
     def _data(self, cand) -> np.ndarray:
         return np.asarray(cand.get_standardized_data(reference=self.opt.parametrization), dtype=float)
 
+    def _ask(self):
+        """The next candidate, or None once nevergrad says its underlying optimizer has
+        finished (it would only return random points from then on)."""
+        import warnings
+
+        from nevergrad.common.errors import FinishedUnderlyingOptimizerWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FinishedUnderlyingOptimizerWarning)
+            cand = self.opt.ask()
+        if any(issubclass(w.category, FinishedUnderlyingOptimizerWarning) for w in caught):
+            self.finished = f"converged: nevergrad's {self.hp['name']} finished its underlying optimizer"
+            return None
+        return cand
+
+    def is_finished(self) -> bool:
+        """nevergrad's termination: its underlying optimizer finished, or the evaluation
+        budget it planned for (`budget`) is spent."""
+        spent = self.opt.budget is not None and self.opt.num_tell >= self.opt.budget
+        if spent and self.finished is None:
+            self.finished = f"done: the {self.opt.budget} evaluations nevergrad planned for are spent"
+        return self.finished is not None
+
+    def finish_reason(self) -> str | None:
+        return self.finished
+
     def step(self, step: int) -> StepResult:
         values = []
         for _ in range(self.hp["batch"]):
-            cand = self.opt.ask()
+            cand = self._ask()
+            if cand is None:
+                break
             value = float(self.problem.objective(dict(cand.value)))
             self.opt.tell(cand, value)
             self.history.append((self._data(cand), value))
             values.append(value)
-        self.best = min(self.best, *values)
-        return StepResult(loss=min(values), evals=len(values), extra={"best_so_far": self.best})
+        self.best = min([self.best, *values])
+        return StepResult(loss=min(values, default=self.best), evals=len(values),
+                          extra={"best_so_far": self.best})
 
     def solution(self):
         if self.opt.num_tell == 0:
@@ -101,7 +131,8 @@ class Nevergrad(Optimizer):
         return dict(self.opt.provide_recommendation().value)
 
     def state_dict(self) -> dict:
-        return {"history": [(x.copy(), f) for x, f in self.history], "best": self.best}
+        return {"history": [(x.copy(), f) for x, f in self.history], "best": self.best,
+                "finished": self.finished}
 
     def load_state_dict(self, state: dict) -> None:
         self.setup()   # a fresh optimizer with the run's seed, replayed below
@@ -113,3 +144,4 @@ class Nevergrad(Optimizer):
             self.opt.tell(cand, f)
             self.history.append((x, f))
         self.best = state["best"]
+        self.finished = state.get("finished")

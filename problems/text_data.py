@@ -59,7 +59,15 @@ def _file_documents(path: str) -> list[str]:
     if not p.is_file():
         raise UsageError(f"--set data={path}: no such file; give a readable local text file, "
                          "'pydoc' or hf:NAME[:CONFIG]")
-    return _paragraphs(p.read_text(encoding="utf-8", errors="replace"))
+    data = p.read_bytes()
+    try:
+        if b"\0" in data:   # NUL bytes: a binary file, not text
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--set data={path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                         "give a text file, 'pydoc' or hf:NAME[:CONFIG]") from None
+    return _paragraphs(text)
 
 
 def _hf_documents(spec: str) -> list[str]:

@@ -7,6 +7,7 @@ metrics.jsonl), never from the memory of a process.
 from __future__ import annotations
 
 import json
+import sys
 import math
 from pathlib import Path
 
@@ -77,7 +78,10 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
         rows.append(row)
         configs[run_id] = {"budget": cfg.get("budget"), "optimizer_params": cfg.get("optimizer_params", {}),
                            "problem_params": cfg.get("problem_params", {})}
-        records = store.read_metrics(run_dir / "metrics.jsonl")
+        problems: list[str] = []
+        records = store.read_metrics(run_dir / "metrics.jsonl", problems)
+        for problem in problems:   # a curve with a hole says so, never stops short silently
+            print(f"warning: {problem}", file=sys.stderr)
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(
             columns=["step", "evals", "time_s", "loss"])
         for col in ("loss", "metric", "evals", "time_s"):

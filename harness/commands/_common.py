@@ -69,6 +69,9 @@ def execute_batch(items, args, what: str = "runs"):
                             retry_failed=args.retry_failed)
 
 
-def interrupted_exit(verb: str) -> int:
+def interrupted_exit(verb: str, exc: BaseException | None = None) -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
+    from harness.executor import BatchTerminated
+
     print(f"{verb} interrupted: run the same command again to resume", flush=True)
-    return 130
+    return 143 if isinstance(exc, BatchTerminated) else 130

@@ -15,7 +15,21 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from reports.index import build
 
-    result = build(args.runs_dir or args.runs_dir_pos or "runs", args.out)
+    from pathlib import Path
+
+    from harness.errors import UsageError, os_error_line
+
+    runs_dir = Path(args.runs_dir or args.runs_dir_pos or "runs")
+    if not runs_dir.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: no such directory of runs")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        probe = Path(args.out) / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write the report there ({os_error_line(exc)})") from None
+    result = build(runs_dir, args.out)
     figs = result["figures"]
     n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
     print(f"report of {result['runs']} runs: {len(result['tables'])} problem tables, {n_figs} figures "

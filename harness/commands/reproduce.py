@@ -43,8 +43,8 @@ def main(args) -> int:
     items = exp.items(args)
     try:
         outcomes = execute_batch(items, args)
-    except KeyboardInterrupt:
-        return interrupted_exit(f"reproduce {args.experiment}")
+    except KeyboardInterrupt as exc:
+        return interrupted_exit(f"reproduce {args.experiment}", exc)
     if outcomes is None:
         return 0
     print(f"{args.experiment}: {executor.counts(outcomes)}")

@@ -27,7 +27,10 @@ def add_arguments(p) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: generated)")
     p.add_argument("--force", action="store_true",
                    help="skip the memory preflight (run even if the plan says it will not fit)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: OMP_NUM_THREADS if set, else 1 for models "
+                        "under 20M parameters, else torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
 def main(args) -> int:
@@ -59,7 +62,7 @@ def _run(args) -> int:
             budget=budget or runner.Budget(steps=100), overrides=parse_set_args(args.set),
             device=args.device, eval_every=args.eval_every,
             checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
-            force=args.force,
+            force=args.force, threads=args.threads,
         )
         run_dir, summary = runner.run(spec, progress=not args.no_progress)
     metric = summary.get("final_metric")
@@ -72,10 +75,11 @@ def _run(args) -> int:
         print(f"{summary['status']}: {summary['optimizer']} on {summary['problem']} "
               f"seed={summary['seed']} steps={summary['steps']} evals={summary['evals']} "
               f"{loss_txt} {metric_txt} wall={summary['wall_clock_s']:.1f}s "
-              f"peak_mem={summary['peak_memory_bytes'] / 2**20:.0f}MiB -> {run_dir}")
+              f"peak_mem={summary['peak_memory_bytes'] / 2**20:.0f}MiB -> {run_dir}"
+              + (f" ({summary['reason']})" if summary["status"] == "ok" and summary.get("reason") else ""))
     if summary["status"] == "failed":
         print(f"error: run failed: {summary['reason']}", file=sys.stderr)
         return 1
-    if summary["status"] == "interrupted":
-        return 130
+    if summary["status"] == "interrupted":   # 128 + the signal, as a shell reports it
+        return 143 if "SIGTERM" in (summary.get("reason") or "") else 130
     return 0

@@ -58,8 +58,8 @@ def main(args) -> int:
             "budget": budget.as_dict(), "sets": sets, "jobs": args.jobs, "device": args.device}, grid)
     try:
         outcomes = execute_batch(grid.items, args)
-    except KeyboardInterrupt:
-        return interrupted_exit("sweep")
+    except KeyboardInterrupt as exc:
+        return interrupted_exit("sweep", exc)
     if outcomes is None:
         return 0
     print("sweep done: " + executor.counts(outcomes)

@@ -1,0 +1,237 @@
+"""Reliability: shared runs-dirs, preemption, convergence, strict inputs, nothing lost.
+
+One test per fault found by trying the harness as an adversarial user would (issue 12);
+each failed on the code before it was fixed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, load_jsonl, only_run_dir, run_cli, without_time
+from harness import executor, experiments, runner, store
+from harness.cli import main as cli_main
+from harness.progress import Progress
+from harness.spec import Prepared, RunSpec
+
+
+def _cli(argv, capsys):
+    code = cli_main(argv)
+    out = capsys.readouterr()
+    return code, out.out, [line for line in out.err.splitlines() if line.strip()]
+
+
+# -- 1. two sweeps on one runs-dir ------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_identical_sweeps_on_one_runs_dir_both_succeed(tmp_path):
+    runs = tmp_path / "shared-runs"
+    args = [sys.executable, "-m", "harness", "sweep", "--optimizers", "cma,random", "--problems",
+            "rosenbrock-5", "--seeds", "0,1", "--steps", "100", "--checkpoint-every", "1",
+            "--runs-dir", str(runs)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    second = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    assert all("Traceback" not in out + err for out, err in outs)
+    summaries = [store.read_json(d / "summary.json") for d in store.iter_runs(runs)]
+    assert len(summaries) == 4 and all(s["status"] == "ok" for s in summaries)
+    for d, s in zip(store.iter_runs(runs), summaries):   # one trajectory each, never two mixed
+        assert [r["step"] for r in load_jsonl(d / "metrics.jsonl")] == list(range(s["steps"] + 1))
+    assert sum("already-done" in out for out, _ in outs) >= 1   # the second took the first's results
+
+
+def test_a_run_owned_by_a_live_process_is_not_resumed_or_deleted(tmp_path, capsys):
+    run_dir, _ = runner.run(RunSpec("random", "sphere-2", budget=runner.Budget(steps=3),
+                                    runs_dir=str(tmp_path)), progress=False)
+    lock = store.run_lock(run_dir)
+    assert lock.acquire()      # stands for another process running it
+    try:
+        code, _, err = _cli(["run", "--resume", str(run_dir), "--steps", "6"], capsys)
+        assert code == 2 and len(err) == 1 and "running it now" in err[0]
+    finally:
+        lock.release()
+    assert store.read_json(run_dir / "summary.json")["steps"] == 3
+
+
+# -- 2. SIGTERM is an interruption ---------------------------------------------------------
+
+def test_sigterm_checkpoints_then_the_sweep_resumes_identically(tmp_path, capsys):
+    item = experiments.item("random", "sphere-5", 0, {"steps": 12}, checkpoint_every=0)
+    runs = tmp_path / "runs"
+    proc = run_cli("run", *item.run_args(), "--runs-dir", str(runs), "--run-id", item.name,
+                   "--no-progress", env={"HARNESS_TEST_TERM_AT_STEP": "5"})
+    assert proc.returncode == 143, proc.stderr
+    summary = store.read_json(runs / item.name / "summary.json")
+    assert summary["status"] == "interrupted" and "SIGTERM at step 5" in summary["reason"]
+    assert (runs / item.name / "checkpoint.pt").exists()      # although --checkpoint-every 0
+    assert executor.state_of(runs / item.name) == "resumable"
+    outcomes = executor.execute([item], runs, echo=lambda *_: None)
+    assert outcomes[0].action == "resumed" and outcomes[0].status == "ok"
+    full_dir, _ = runner.run(RunSpec("random", "sphere-5", budget=runner.Budget(steps=12), checkpoint_every=0,
+                                     runs_dir=str(tmp_path / "full")), progress=False)
+    assert without_time(load_jsonl(runs / item.name / "metrics.jsonl")) == \
+        without_time(load_jsonl(full_dir / "metrics.jsonl"))
+
+
+def test_retry_failed_resumes_from_the_checkpoint(tmp_path):
+    item = experiments.item("random", "sphere-5", 0, {"steps": 10}, checkpoint_every=2)
+    runs = tmp_path / "runs"
+    proc = run_cli("run", *item.run_args(), "--runs-dir", str(runs), "--run-id", item.name,
+                   "--no-progress", env={"HARNESS_TEST_FAIL_AT_STEP": "6"})
+    assert proc.returncode == 1
+    assert executor.execute([item], runs, echo=lambda *_: None)[0].action == "already-failed"
+    again = executor.execute([item], runs, retry_failed=True, echo=lambda *_: None)[0]
+    assert again.action == "resumed" and again.status == "ok"
+    steps = [r["step"] for r in load_jsonl(runs / item.name / "metrics.jsonl")]
+    assert steps == list(range(11))   # kept up to the checkpoint (step 4), then continued
+
+
+# -- 3. convergence is not failure -----------------------------------------------------------
+
+def test_cma_ends_ok_when_pycma_says_it_converged(tmp_path):
+    _, s = runner.run(RunSpec("cma", "sphere-5", budget=runner.Budget(steps=5000), overrides={"popsize": "4"},
+                              checkpoint_every=0, runs_dir=str(tmp_path)), progress=False)
+    assert s["status"] == "ok" and s["reason"].startswith("converged: ") and s["steps"] < 5000
+    assert s["best_loss"] < 1e-10
+
+
+def test_cma_restarts_double_the_population(tmp_path):
+    run_dir, s = runner.run(RunSpec("cma", "rastrigin-5", budget=runner.Budget(evals=20000),
+                                    overrides={"restarts": "2"}, checkpoint_every=0, eval_every=1000,
+                                    runs_dir=str(tmp_path)), progress=False)
+    assert s["status"] == "ok" and "after 2 restarts" in s["reason"]
+    records = load_jsonl(run_dir / "metrics.jsonl")[1:]
+    pops = sorted({r["popsize"] for r in records})
+    assert [r["restart"] for r in records][-1] == 2 and pops == [pops[0], 2 * pops[0], 4 * pops[0]]
+
+
+def test_nevergrad_stops_when_its_planned_budget_is_spent(tmp_path):
+    _, s = runner.run(RunSpec("nevergrad", "sphere-5", budget=runner.Budget(evals=300),
+                              overrides={"budget": "40", "name": "OnePlusOne"}, checkpoint_every=0,
+                              runs_dir=str(tmp_path)), progress=False)
+    assert s["status"] == "ok" and s["evals"] == 40 and "40 evaluations" in s["reason"]
+
+
+# -- 4. strict inputs, refused before anything is written -------------------------------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set", "population=2.5e0"], "population"),
+    (["--optimizer", "random", "--problem", "sphere-2", "--time", "nan"], "--time"),
+    (["--optimizer", "random", "--problem", "sphere-2", "--time", "inf"], "--time"),
+    (["--optimizer", "es", "--problem", "digits-mlp", "--steps", "1", "--set", "sigma=inf"], "sigma"),
+    (["--optimizer", "random", "--problem", "sphere-2", "--steps", "1", "--seed", "123456789012345678901"],
+     "--seed"),
+    (["--optimizer", "random", "--problem", "sphere-2", "--steps", "1", "--run-id", "../x"], "--run-id"),
+    (["--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set", "data=/bin/ls"], "UTF-8"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys):
+    code, _, err = _cli(["run", *argv, "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
+
+
+def test_names_are_case_insensitive_and_recorded_canonically(tmp_path):
+    run_dir, s = runner.run(RunSpec("CMA", "Sphere-2", budget=runner.Budget(steps=2), runs_dir=str(tmp_path)),
+                            progress=False)
+    assert s["optimizer"] == "cma" and s["problem"] == "sphere-2" and run_dir.name.startswith("cma_sphere-2_")
+
+
+def test_an_absurd_population_is_refused_by_the_preflight(tmp_path, capsys):
+    code, _, err = _cli(["run", "--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set",
+                         "population=1000000000", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 3 and len(err) == 1 and "GiB" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+# -- 5. errors a user can cause are one line -------------------------------------------------
+
+def test_a_runs_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for verb in (["run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "1"],
+                 ["sweep", "--optimizers", "random", "--problems", "sphere-2", "--steps", "1"]):
+        code, _, err = _cli([*verb, "--runs-dir", str(tmp_path / "file" / "runs")], capsys)
+        assert code == 2 and len(err) == 1 and "runs-dir" in err[0], err
+    code, _, err = _cli(["report", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "file" / "out")], capsys)
+    assert code == 2 and len(err) == 1 and "--out" in err[0], err
+
+
+def _interrupted_run(tmp_path) -> "Path":  # noqa: F821
+    proc = run_cli("run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "8", "--checkpoint-every",
+                   "2", "--runs-dir", str(tmp_path), "--no-progress", env={"HARNESS_TEST_KILL_AT_STEP": "5"})
+    assert proc.returncode == 137
+    return only_run_dir(tmp_path)
+
+
+def test_damaged_config_or_checkpoint_on_resume_is_one_line(tmp_path, capsys):
+    run_dir = _interrupted_run(tmp_path)
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    before = (run_dir / "summary.json").read_bytes()
+    code, _, err = _cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 2 and len(err) == 1 and "checkpoint.pt" in err[0], err
+    assert (run_dir / "summary.json").read_bytes() == before       # still `running`, not `failed`
+    (run_dir / "config.json").write_text("{not json")
+    code, _, err = _cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 2 and len(err) == 1 and "config.json" in err[0], err
+
+
+# -- 6. nothing lost ---------------------------------------------------------------------------
+
+def test_a_corrupt_metrics_line_loses_only_itself(tmp_path, capsys):
+    run_dir = _interrupted_run(tmp_path)            # checkpoint at step 4, records 0..5
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = '{"step": 2, "ev\n'                  # line 3 damaged
+    path.write_text("".join(lines))
+    code, _, err = _cli(["run", "--resume", str(run_dir), "--no-progress"], capsys)
+    assert code == 0 and any("metrics.jsonl:3" in line for line in err), err
+    steps = [r["step"] for r in store.read_metrics(path)]
+    assert steps == [0, 1, 3, 4, 5, 6, 7, 8]        # every valid record kept
+    lines = path.read_text().splitlines(keepends=True)
+    lines[5] = "garbage\n"                             # the report says so, and keeps the rest
+    path.write_text("".join(lines))
+    assert cli_main(["report", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    assert "metrics.jsonl:6" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("every", ["0", "2"])
+def test_resume_of_a_finished_run_changes_nothing(tmp_path, capsys, every):
+    run_dir, s = runner.run(RunSpec("random", "sphere-2", budget=runner.Budget(steps=4),
+                                    checkpoint_every=int(every), runs_dir=str(tmp_path)), progress=False)
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code, out, _ = _cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 0 and "already finished" in out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == files
+
+
+# -- 7. progress and threads -------------------------------------------------------------------
+
+def test_progress_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    prog = Progress("es on qwen3-tiny", 10, interval_s=0, stream=stream)
+    state = runner.RunState()
+    prog.on_start(state)
+    for k in range(1, 4):
+        state.step, state.evals = k, 30 * k
+        prog.on_step(state, {"loss": 5.0 - k})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and "step 3/10 evals 90 loss 2" in lines[-1] and "eta" in lines[-1]
+
+
+def test_small_models_run_on_one_thread_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert Prepared(RunSpec("es", "qwen3-tiny")).threads == 1
+    assert Prepared(RunSpec("es", "qwen3-0.6b")).threads is None       # torch's default
+    assert Prepared(RunSpec("es", "qwen3-tiny", threads=2)).threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert Prepared(RunSpec("es", "qwen3-tiny")).threads is None       # the environment decides
+    cfg = Prepared(RunSpec("es", "qwen3-tiny", threads=2)).config("x")
+    assert cfg["threads"] == 2 and json.dumps(cfg)
