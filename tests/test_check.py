@@ -48,6 +48,7 @@ def test_committed_reference_covers_the_suite():
             assert set(e["expected"]) == set(regression.QUANTITIES), regression.entry_key(e)
 
 
+@pytest.mark.slow
 def test_check_update_then_pass_then_fail_with_a_diff(cli, tmp_path):
     ref = tmp_path / "reference.json"
     ref.write_text(json.dumps({"entries": [_entry(), _entry(optimizer="nosuch-opt")]}))

@@ -16,6 +16,10 @@ from harness.errors import UsageError
 from harness.runner import Budget, Prepared, RunSpec, run
 
 
+# torchrun end to end: two interpreter starts per run
+pytestmark = pytest.mark.slow
+
+
 def _one_process(tmp_path, optimizer, steps, overrides):
     run_dir, summary = run(RunSpec(optimizer=optimizer, problem="digits-mlp", seed=3,
                                    budget=Budget(steps=steps), overrides=overrides,

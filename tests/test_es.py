@@ -109,6 +109,7 @@ def test_rank_shaping_is_centred():
     assert shape_fitness(np.array([5.0, -1.0, 2.0]), "rank").tolist() == [0.5, -0.5, 0.0]
 
 
+@pytest.mark.slow
 def test_es_bit_identical_twice_and_after_a_hard_kill(cli, tmp_path):
     args = ["run", "--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "6", "--seed", "3",
             "--set", "population=6", "--set", "samples=4", "--eval-every", "2",

@@ -218,6 +218,7 @@ def test_reproduce_dispatch_names_the_available_ones(cli):
     assert out.returncode == 2 and "genome" in out.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
     from harness.cli import main as cli_main
     from harness.reproductions import genome as repro
@@ -236,6 +237,7 @@ def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
     assert len(rows) == 1 + len(repro.METHODS)
 
 
+@pytest.mark.slow
 def test_genome_plus_under_torchrun_is_bit_identical_to_one_process(cache, tmp_path):
     """Two gloo ranks each score half of every generation; one all-reduce of the scores."""
 

@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 import cma
 import torch
 
@@ -59,6 +61,7 @@ def test_cma_on_sphere_matches_plain_pycma_and_converges(tmp_path):
     assert summary["best_loss"] == es.result.fbest
 
 
+@pytest.mark.slow
 def test_resume_after_hard_kill_gives_identical_metrics(cli, tmp_path):
     args = ["run", "--optimizer", "cma", "--problem", "digits-mlp", "--steps", "12", "--checkpoint-every", "4",
             "--eval-every", "3", "--set", "popsize=8", "--no-progress"]

@@ -19,6 +19,7 @@ class _Links(HTMLParser):
         self.refs += [v for k, v in attrs if k in ("href", "src")]
 
 
+@pytest.mark.slow
 def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "report"
     args = ["sweep", "--optimizers", "cma,adam,random", "--problems", "sphere-5,digits-mlp",
