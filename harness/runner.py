@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from harness import distributed, store
+from harness import resume_checks as stored
 from harness.envinfo import environment
-from harness.errors import NothingToDo, UsageError, os_error_line
+from harness.errors import UsageError, os_error_line
 from harness.faults import FaultHooks
 from harness.memory import PeakMemory
 from harness.optimizer import StepResult
@@ -367,9 +368,9 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
             raise UsageError(f"--resume {run_dir}: process {lock.owner()} is running it now "
                              "(a run, resume or sweep); wait for it to end")
     try:
-        previous = _stored_summary(run_dir)
-        _check_unfinished(run_dir, previous, budget)
-        checkpoint = _load_checkpoint(run_dir)
+        previous = stored.summary(run_dir)
+        stored.check_unfinished(run_dir, previous, budget)
+        checkpoint = stored.checkpoint(run_dir)
         prepared = _prepare(spec)
         if budget is not None and distributed.is_main():  # a new budget extends the stored one
             cfg = store.read_json(run_dir / "config.json")
@@ -381,34 +382,3 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
         raise
     return run_dir, Runner(prepared, run_dir, progress, callbacks, lock=lock, checkpoint=checkpoint,
                            previous=previous).run()
-
-
-def _stored_summary(run_dir: Path) -> dict:
-    path = run_dir / "summary.json"
-    try:
-        return store.read_json(path) if path.exists() else {}
-    except (OSError, ValueError):
-        return {}   # rewritten by this run
-
-
-def _check_unfinished(run_dir: Path, summary: dict, budget: Budget | None) -> None:
-    if summary.get("status") not in ("ok", "diverged"):
-        return
-    steps, evals, time_s = summary.get("steps", 0), summary.get("evals", 0), summary.get("optimizer_time_s", 0)
-    if budget is None or budget.spent(steps, evals, time_s) or summary.get("status") == "diverged":
-        raise NothingToDo(f"{run_dir}: already finished ({summary['status']} at step {steps}); nothing "
-                          "changed (give a larger --steps/--evals/--time with --resume to extend it)")
-
-
-def _load_checkpoint(run_dir: Path) -> dict | None:
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return None
-    try:
-        ckpt = store.load_checkpoint(path)
-        if not isinstance(ckpt, dict) or not {"state", "optimizer", "problem", "rng"} <= set(ckpt):
-            raise ValueError("not a harness checkpoint")
-        return ckpt
-    except Exception as exc:   # empty, truncated, another file
-        raise UsageError(f"--resume {run_dir}: checkpoint.pt cannot be read ({_one_line(exc)}); "
-                         "restore it, or delete it to restart the run from step 0") from None
