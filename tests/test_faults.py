@@ -235,3 +235,16 @@ def test_small_models_run_on_one_thread_unless_told(monkeypatch):
     assert Prepared(RunSpec("es", "qwen3-tiny")).threads is None       # the environment decides
     cfg = Prepared(RunSpec("es", "qwen3-tiny", threads=2)).config("x")
     assert cfg["threads"] == 2 and json.dumps(cfg)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "atomic_write_bytes", full)
+    code, _, err = _cli(["run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "1",
+                         "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err
+    assert not any((tmp_path / "runs").iterdir())
