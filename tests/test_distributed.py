@@ -36,7 +36,7 @@ def _two_processes(tmp_path, optimizer, steps, overrides):
                     "--runs-dir", str(tmp_path / "two"), *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "two")          # rank 0 made it, rank 1 wrote nothing else
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "env.json", "metrics.jsonl",
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json", "env.json", "metrics.jsonl",
                                                         "summary.json"]
     assert proc.stdout.count("ok: ") == 1             # one summary line, from rank 0
     summary = store.read_json(run_dir / "summary.json")

@@ -12,23 +12,32 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory (created; files in it are replaced)")
 
 
+def _check_writable(out) -> None:
+    """--out must be creatable and writable; checked without creating anything."""
+    import os
+
+    from harness.errors import UsageError
+
+    place = out
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UsageError(f"--out {out}: {place} is a file, not a directory; choose another --out")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {place} is not writable; choose a writable directory")
+
+
 def main(args) -> int:
     from reports.index import build
 
     from pathlib import Path
 
-    from harness.errors import UsageError, os_error_line
+    from harness.errors import UsageError
 
     runs_dir = Path(args.runs_dir or args.runs_dir_pos or "runs")
     if not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir}: no such directory of runs")
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        probe = Path(args.out) / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write the report there ({os_error_line(exc)})") from None
+    _check_writable(Path(args.out))
     result = build(runs_dir, args.out)
     figs = result["figures"]
     n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
