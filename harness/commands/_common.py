@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 
 
+def text_table(rows, headers) -> str:
+    """Left-aligned columns under a dashed header line (list, describe)."""
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--steps", type=int, help="stop after N optimizer steps")
