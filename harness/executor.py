@@ -123,7 +123,7 @@ def _last_line(text: str) -> str:
 
 
 def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
-            stop: threading.Event | None = None, executor=None) -> Outcome:
+            stop: threading.Event | None = None, executor=None, extra_args=()) -> Outcome:
     run_dir = runs_dir / item.name
     state = state_of(run_dir)
     if state == "done":
@@ -144,6 +144,7 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
     else:
         cmd += [*item.run_args(), "--runs-dir", str(runs_dir), "--run-id", item.name, "--device", device]
         action = "ran"
+    cmd += list(extra_args)   # flags every child takes, fresh or resumed (sweep --log)
     log_dir = runs_dir / ".sweep-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{item.name}.log"
@@ -174,7 +175,7 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
 
 
 def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
-            retry_failed: bool = False, echo=print, executor=None) -> list[Outcome]:
+            retry_failed: bool = False, echo=print, executor=None, extra_args=()) -> list[Outcome]:
     """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
     the order of `items`."""
     runs_dir = Path(runs_dir)
@@ -184,7 +185,7 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
     total = len(items)
     width = max(len(it.label) for it in items) if items else 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor)
+        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, extra_args)
                    for it in items]
         try:
             for fut in as_completed(futures):

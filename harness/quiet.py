@@ -29,6 +29,9 @@ FILTERS: tuple[Noise, ...] = (
     Noise(UserWarning, r"scipy\._lib\.pyprima\.common\.preproc", r"COBYLA. Invalid RHOEND",
           "nevergrad's recast Cobyla (picked by NGOpt for small budgets) passes rhoend > rhobeg to "
           "scipy, which corrects it; the search is nevergrad's choice, not the user's"),
+    Noise(DeprecationWarning, r"mlflow\.store\.tracking\.sqlalchemy_store", r"The ``noload`` loader strategy",
+          "mlflow's SQLite store (--log mlflow) configures its SQLAlchemy mappers with a deprecated "
+          "option; mlflow's to fix"),
 )
 
 

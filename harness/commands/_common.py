@@ -26,6 +26,12 @@ def add_set_argument(p: argparse.ArgumentParser) -> None:
                         "prefix optimizer. or problem. when both have KEY")
 
 
+def add_log_argument(p: argparse.ArgumentParser, what: str = "the run") -> None:
+    p.add_argument("--log", metavar="BACKENDS", default=None,
+                   help=f"also log {what} live to tensorboard and/or mlflow (comma-separated; needs "
+                        "pip install -e '.[tracking]'); the run store stays the record")
+
+
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
 
@@ -59,7 +65,7 @@ def check_batch_args(args) -> None:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
 
 
-def execute_batch(items, args, what: str = "runs"):
+def execute_batch(items, args, what: str = "runs", extra_args=()):
     """List (--dry-run) or execute items through the one executor; the outcomes, or
     None when nothing ran. KeyboardInterrupt propagates (the verb exits 130)."""
     from pathlib import Path
@@ -73,7 +79,7 @@ def execute_batch(items, args, what: str = "runs"):
             print(f"  {it.label:<40} {runs_dir / it.name}  [{executor.state_of(runs_dir / it.name)}]")
         return None
     return executor.execute(items, runs_dir, jobs=args.jobs, device=args.device,
-                            retry_failed=args.retry_failed)
+                            retry_failed=args.retry_failed, extra_args=extra_args)
 
 
 def interrupted_exit(verb: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.commands._common import (
-    add_budget_arguments, add_device_argument, add_set_argument, budget_from_args,
+    add_budget_arguments, add_device_argument, add_log_argument, add_set_argument, budget_from_args,
 )
 
 NAME = "run"
@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true",
                    help="skip the memory preflight (run even if the plan says it will not fit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_argument(p)
 
 
 def main(args) -> int:
@@ -43,14 +44,15 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from harness import runner
+    from harness import runner, tracking
     from harness.errors import UsageError
     from harness.params import parse_set_args
 
+    loggers = tracking.callbacks(tracking.parse_log(args.log))   # a missing extra: exit 2 here
     budget = budget_from_args(args, default_steps=None)
     if args.resume:
         run_dir, summary = runner.resume(args.resume, budget, progress=not args.no_progress,
-                                         force=args.force)
+                                         force=args.force, callbacks=loggers)
     else:
         if not args.optimizer or not args.problem:
             raise UsageError("run needs --optimizer NAME and --problem NAME (or --resume RUN_DIR)")
@@ -61,7 +63,7 @@ def _run(args) -> int:
             checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
             force=args.force,
         )
-        run_dir, summary = runner.run(spec, progress=not args.no_progress)
+        run_dir, summary = runner.run(spec, progress=not args.no_progress, callbacks=loggers)
     metric = summary.get("final_metric")
     metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
     loss = summary.get("final_loss")
