@@ -48,8 +48,24 @@ def parse_log(text: str | None) -> list[str]:
     return names
 
 
-def callbacks(names: list[str]) -> list[Callback]:
-    return [{"tensorboard": TensorBoard, "mlflow": MLflow}[n]() for n in names]
+def callbacks(names: list[str], runs_dir) -> list[Callback]:
+    """The loggers of `names` for runs under `runs_dir`, their libraries imported now,
+    before the run's clock starts (seconds for mlflow). Nothing is written before
+    `connect` (call it once the run has passed validation) or, failing that, bind."""
+    loggers = [{"tensorboard": TensorBoard, "mlflow": MLflow}[n](Path(runs_dir)) for n in names]
+    if os.environ.get("RANK", "0") == "0":   # torchrun's other ranks never log
+        for logger in loggers:
+            logger.on = True
+            logger._guard(logger._import)
+    return loggers
+
+
+def connect(loggers: list[Callback]) -> None:
+    """Open the stores (the MLflow database: seconds) before the run's clock starts, so
+    that a run's wall_clock_s is the same with and without --log."""
+    for logger in loggers:
+        logger._guard(logger._connect)
+        logger.connected = True
 
 
 def numeric(record: dict) -> dict[str, float]:
@@ -68,8 +84,10 @@ class _Logger(Callback):
 
     NAME = ""
 
-    def __init__(self):
-        self.on = False
+    def __init__(self, runs_dir: Path):
+        self.runs_dir = runs_dir
+        self.on = False           # True once imported, on the main process only
+        self.connected = False
         self.run_dir: Path | None = None
 
     def _guard(self, fn, *args) -> None:
@@ -81,14 +99,16 @@ class _Logger(Callback):
             self.on = False
             text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
             print(f"warning: --log {self.NAME} stopped ({text}); the run goes on, its record is "
-                  f"{self.run_dir}", file=sys.stderr, flush=True)
+                  f"{self.run_dir or self.runs_dir}", file=sys.stderr, flush=True)
 
     def bind(self, run_dir: Path) -> None:
         from harness import distributed
 
         self.run_dir = Path(run_dir)
-        self.on = distributed.is_main()
+        self.on = self.on and distributed.is_main()
         self.config = json.loads((self.run_dir / "config.json").read_text())
+        if not self.connected:
+            connect([self])
         self._guard(self._open)
 
     def on_start(self, state) -> None:
@@ -108,6 +128,8 @@ class _Logger(Callback):
         return {**{f"optimizer.{k}": v for k, v in self.config["optimizer_params"].items()},
                 **{f"problem.{k}": v for k, v in self.config["problem_params"].items()}}
 
+    def _import(self) -> None: ...
+    def _connect(self) -> None: ...
     def _open(self) -> None: ...
     def _step(self, record: dict) -> None: ...
     def _end(self, summary: dict) -> None: ...
@@ -120,10 +142,13 @@ def summary_numbers(summary: dict) -> dict[str, float]:
 class TensorBoard(_Logger):
     NAME = "tensorboard"
 
-    def _open(self) -> None:
+    def _import(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.SummaryWriter = SummaryWriter
+
+    def _open(self) -> None:
+        self.writer = self.SummaryWriter(log_dir=str(self.run_dir))
 
     def _step(self, record: dict) -> None:
         for key, value in numeric(record).items():
@@ -142,25 +167,31 @@ class MLflow(_Logger):
     NAME = "mlflow"
     FLUSH_EVERY_S = 5.0   # metrics are sent in batches: a database write per step is slow
 
-    def _open(self) -> None:
+    def _import(self) -> None:
+        import mlflow.entities  # noqa: F401
+        import mlflow.tracking  # noqa: F401
+
+    def _connect(self) -> None:
         import logging
 
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):   # "Creating initial MLflow database tables..." is not news
             logging.getLogger(name).setLevel(logging.WARNING)
-
-        runs_dir = self.run_dir.parent.resolve()
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=uri)
+        runs_dir = self.runs_dir.resolve()
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "harness"
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
             # artifacts next to the local database, never in the current directory
             location = None if os.environ.get("MLFLOW_TRACKING_URI") else (runs_dir / "mlartifacts").as_uri()
-            exp_id = self.client.create_experiment(name, artifact_location=location)
+            self.exp_id = self.client.create_experiment(name, artifact_location=location)
         else:
-            exp_id = exp.experiment_id
+            self.exp_id = exp.experiment_id
+
+    def _open(self) -> None:
+        uri, exp_id = self.uri, self.exp_id
         kept = self.run_dir / "mlflow.json"
         if kept.exists():   # --resume: the same MLflow run goes on
             self.run_id = json.loads(kept.read_text())["run_id"]

@@ -21,7 +21,7 @@ def _run(tmp_path, names, run_id="r"):
     torch.set_num_threads(1)
     spec = runner.RunSpec("cma", "sphere-2", seed=0, budget=runner.Budget(steps=4), overrides={},
                           runs_dir=str(tmp_path), run_id=run_id, checkpoint_every=0)
-    run_dir, summary = runner.run(spec, progress=False, callbacks=tracking.callbacks(names))
+    run_dir, summary = runner.run(spec, progress=False, callbacks=tracking.callbacks(names, tmp_path))
     assert summary["status"] == "ok"
     return run_dir, summary, load_jsonl(run_dir / "metrics.jsonl")
 
@@ -87,7 +87,7 @@ def test_a_failing_backend_warns_once_and_the_run_goes_on(tmp_path, monkeypatch,
 def test_only_the_main_process_logs(tmp_path, monkeypatch, local_mlflow):
     run_dir, _, _ = _run(tmp_path, [])
     monkeypatch.setattr(distributed, "is_main", lambda: False)   # as on rank 1 under torchrun
-    logger = tracking.TensorBoard()
+    (logger,) = tracking.callbacks(["tensorboard"], tmp_path)
     logger.bind(run_dir)
     logger.on_step(None, {"step": 9, "loss": 1.0})
     assert not logger.on and not list(run_dir.glob("events.out.tfevents*"))
