@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
 
-from conftest import load_jsonl
+from conftest import ROOT, load_jsonl
 
 from harness import cli, distributed, executor, experiments, runner, tracking
 
@@ -74,6 +75,17 @@ def test_tensorboard_and_mlflow_hold_what_metrics_jsonl_holds(tmp_path, local_ml
         assert got == points   # MLflow keeps float64: exact
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["config.json", "summary.json"]
     assert not (tmp_path / "mlruns").exists()
+
+    # the run store stays the record: the report's loader sees the one run, and nothing
+    # the report reads imports a tracking library
+    from reports.load import load_runs
+
+    runs, _ = load_runs(tmp_path)
+    assert list(runs["final_loss"]) == [summary["final_loss"]]
+    for path in [*(ROOT / "reports").glob("*.py"), ROOT / "harness" / "commands" / "report.py"]:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) (mlflow|tensorboard|harness\.tracking)", text, re.M)
+        assert not re.search(r"^\s*from harness import .*\btracking\b", text, re.M)
 
 
 def test_a_failing_backend_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
