@@ -116,6 +116,14 @@ def test_without_the_extra_log_names_the_install_and_writes_nothing(tmp_path, mo
     assert cli.main(["run", "--optimizer", "cma", "--problem", "sphere-2", "--log", "wandb"]) == 2
 
 
+def test_tracking_is_log_under_another_name():
+    # torchrun's parser rejects --log (an abbreviation of its --log-dir) even after -m harness
+    parser = cli.build_parser()
+    for verb in ("run", "sweep"):
+        extra = ["--optimizers", "a", "--problems", "b"] if verb == "sweep" else []
+        assert parser.parse_args([verb, *extra, "--tracking", "mlflow"]).log == "mlflow"
+
+
 def test_sweep_passes_log_to_every_child(tmp_path):
     seen = []
 

@@ -27,9 +27,12 @@ def add_set_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_log_argument(p: argparse.ArgumentParser, what: str = "the run") -> None:
-    p.add_argument("--log", metavar="BACKENDS", default=None,
+    # --tracking is the same flag: torchrun's own parser rejects --log as an abbreviation
+    # of its --log-dir, even after `-m harness run`
+    p.add_argument("--log", "--tracking", dest="log", metavar="BACKENDS", default=None,
                    help=f"also log {what} live to tensorboard and/or mlflow (comma-separated; needs "
-                        "pip install -e '.[tracking]'); the run store stays the record")
+                        "pip install -e '.[tracking]'; under torchrun spell it --tracking); "
+                        "the run store stays the record")
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
