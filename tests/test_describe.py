@@ -78,3 +78,15 @@ def test_unknown_set_points_to_describe(capsys, tmp_path):
                      "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "python -m harness describe es" in err and not any(tmp_path.iterdir())
+
+
+def test_a_name_that_is_both_describes_both(capsys, monkeypatch):
+    from dataclasses import replace
+
+    registry.load_all()
+    monkeypatch.setitem(registry.PROBLEMS, "es", replace(registry.PROBLEMS["sphere-2"], name="es"))
+    code, out, _ = describe(capsys, "es")
+    assert code == 0 and "both an optimizer and a problem" in out
+    assert "\noptimizer es\n" in f"\n{out}" and "\nproblem es\n" in out
+    both = describe_json(capsys, "es")
+    assert both["optimizer"]["type"] == "optimizer" and both["problem"]["search_dims"] == 2
