@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from harness import quiet
+
+    quiet.install()   # before the verbs import torch, transformers, nevergrad
     args = build_parser().parse_args(argv)
     try:
         return int(args._main(args) or 0)

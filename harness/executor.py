@@ -159,7 +159,8 @@ def _last_line(text: str) -> str:
 
 
 def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
-            stop: threading.Event | None = None, executor=None, echo=print) -> Outcome:
+            stop: threading.Event | None = None, executor=None, echo=print,
+            extra_args=()) -> Outcome:
     """Handle one item under its lock: skip, resume, (re)start, or wait for the live
     process that owns it and take its result."""
     (runs_dir / ".locks").mkdir(parents=True, exist_ok=True)
@@ -168,12 +169,13 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
         echo(f"waiting: {item.label} is handled by process {lock.owner()} ({runs_dir / item.name})")
         lock.acquire(wait=True)
     try:
-        return _run_one_locked(item, runs_dir, device, retry_failed, stop, executor or LocalExecutor(), echo)
+        return _run_one_locked(item, runs_dir, device, retry_failed, stop, executor or LocalExecutor(), echo,
+                               extra_args)
     finally:
         lock.release()
 
 
-def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo) -> Outcome:
+def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, extra_args) -> Outcome:
     run_dir = runs_dir / item.name
     state = state_of(run_dir)
     if state == "busy":   # a run or --resume started by hand owns it: wait, then look again
@@ -202,6 +204,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo) 
     else:
         cmd += [*item.run_args(), "--runs-dir", str(runs_dir), "--run-id", item.name, "--device", device]
         action = "ran"
+    cmd += list(extra_args)   # flags every child takes, fresh or resumed (sweep --log)
     log_dir = runs_dir / ".sweep-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{item.name}.log"
@@ -232,7 +235,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo) 
 
 
 def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
-            retry_failed: bool = False, echo=print, executor=None) -> list[Outcome]:
+            retry_failed: bool = False, echo=print, executor=None, extra_args=()) -> list[Outcome]:
     """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
     the order of `items`. SIGTERM to this process is passed on to the running children
     (they checkpoint and record `interrupted`), then raised here as KeyboardInterrupt."""
@@ -244,7 +247,7 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
     total = len(items)
     width = max(len(it.label) for it in items) if items else 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, echo)
+        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, echo, extra_args)
                    for it in items]
         try:
             for fut in as_completed(futures):

@@ -36,6 +36,8 @@ class Optimizer:
     DISTRIBUTED: bool = False
     # Modules it imports lazily once running (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
+    # The paper or library this adapter implements (shown by `describe`); "" = none.
+    REFERENCE: str = ""
 
     def __init__(self, problem, hparams: dict[str, Any], seed: int, *, kind: str,
                  budget: "Budget | None" = None):

@@ -96,6 +96,7 @@ def resolve(schema: dict[str, Param], overrides: dict[str, Any], owner: str) -> 
     if unknown:
         raise UsageError(
             f"unknown hyperparameter {unknown[0]!r} for {owner}; valid: {', '.join(sorted(schema)) or '(none)'}"
+            f" (types, defaults, ranges: `python -m harness describe NAME`)"
         )
     values = {k: p.default for k, p in schema.items()}
     for key, raw in overrides.items():
@@ -164,7 +165,8 @@ def route_sets(
             valid = sorted(set(optimizer_schema) | set(problem_schema))
             raise UsageError(
                 f"unknown hyperparameter {key!r} for optimizer {optimizer_name!r} / problem "
-                f"{problem_name!r}; valid: {', '.join(valid) or '(none)'}"
+                f"{problem_name!r}; valid: {', '.join(valid) or '(none)'} (types, defaults, ranges: "
+                f"`python -m harness describe {optimizer_name}` / `describe {problem_name}`)"
             )
     return out
 

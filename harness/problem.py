@@ -32,6 +32,8 @@ class Problem:
     OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {}
     # Modules it imports lazily when built (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
+    # The paper, data set or library this problem follows (shown by `describe`); "" = none.
+    REFERENCE: str = ""
 
     def __init__(self, name: str, hparams: dict[str, Any], seed: int):
         self.name = name

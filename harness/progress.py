@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from harness.callbacks import Callback
+
 
 def _fmt_s(seconds: float) -> str:
     seconds = int(seconds)
@@ -13,8 +15,8 @@ def _fmt_s(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class Progress:
-    """A run callback (on_start, on_step, on_end)."""
+class Progress(Callback):
+    """A run callback: a tqdm bar on a terminal, a line every interval_s elsewhere."""
 
     def __init__(self, label: str, total_steps: int | None, interval_s: float = 30.0, stream=None):
         self.label, self.total, self.interval_s = label, total_steps, interval_s

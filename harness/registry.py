@@ -157,6 +157,23 @@ def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
     raise UsageError(f"unknown {what} {name!r}; did you mean: {', '.join(close)}?")
 
 
+def find(name: str) -> list[tuple[str, Entry]]:
+    """Every entry called `name` (case folded) as ("optimizer" | "problem", entry): one,
+    or two when an optimizer and a problem share it; none is a UsageError with the close
+    matches over both tables."""
+    load_all()
+    key = name.lower()
+    found = [(what, table[key]) for what, table in (("optimizer", OPTIMIZERS), ("problem", PROBLEMS))
+             if key in table]
+    if found:
+        return found
+    names = sorted(set(OPTIMIZERS) | set(PROBLEMS))
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    if not close:
+        close = [n for n in names if n.split("-")[0] == key.split("-")[0]][:3] or sorted(OPTIMIZERS)[:5]
+    raise UsageError(f"unknown optimizer or problem {name!r}; did you mean: {', '.join(close)}?")
+
+
 def optimizer(name: str) -> Entry:
     return _lookup(OPTIMIZERS, name, "optimizer")
 

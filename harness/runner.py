@@ -81,9 +81,8 @@ def _finite(x) -> bool:
 
 
 class Runner:
-    """Executes one prepared run in an existing run directory. Callbacks (objects with
-    on_start(state), on_step(state, record), on_end(summary)) watch it: the progress
-    display, loggers."""
+    """Executes one prepared run in an existing run directory. Callbacks
+    (harness.callbacks.Callback) watch it: the progress display, loggers."""
 
     def __init__(self, prepared: Prepared, run_dir: Path, progress: bool = True, callbacks=(),
                  lock: store.RunLock | None = None, checkpoint: dict | None = None,
@@ -117,6 +116,7 @@ class Runner:
             self._build()
             writer = self._restore() if self.checkpoint is not None else self._fresh()
             for cb in self.callbacks:
+                cb.bind(self.dir)
                 cb.on_start(self.state)
             status, reason = self._loop(writer)
             # every rank holds a model: the run needs the largest per-rank peak

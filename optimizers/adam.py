@@ -37,6 +37,8 @@ from harness.registry import register_optimizer
 
 @register_optimizer("adam", kinds=["weights"], description="AdamW with backprop (torch.optim.AdamW), gradient baseline")
 class Adam(Optimizer):
+    REFERENCE = ("AdamW: Loshchilov & Hutter, Decoupled Weight Decay Regularization (ICLR 2019), "
+                 "arXiv:1711.05101; library: torch.optim.AdamW")
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),

@@ -50,6 +50,8 @@ def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
                     description="EA4LLM evolution strategy: seeded in-place perturbations, "
                                 "zscore/rank shaping, memory of one forward pass")
 class ES(Optimizer):
+    REFERENCE = ("EA4LLM (the seed paper's ES for LLM pretraining); Salimans et al., Evolution Strategies as a "
+                 "Scalable Alternative to Reinforcement Learning, arXiv:1703.03864")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
     PARAMS = {
         "population": Param(30, int, "members per iteration (N)", low=2),

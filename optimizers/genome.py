@@ -115,6 +115,7 @@ class _Individual:
                     description="GENOME: crossover, mutation, selection of a LoRA expert population "
                                 "(lora-* problems)")
 class Genome(Optimizer):
+    REFERENCE = "GENOME / GENOME+: arXiv 2503.01155 and the authors' run_genome.py / run_genomeplus.py defaults"
     # The authors' released defaults (run_genome.py; the genome+ variant below overrides with
     # run_genomeplus.py's); docs/genome.md lists them and which settings are ours.
     PARAMS = {

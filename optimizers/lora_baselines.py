@@ -44,6 +44,7 @@ class _ExpertBaseline(Optimizer):
                     description="baseline: the single expert adapter with the best validation accuracy "
                                 "(lora-* problems)")
 class BestExpert(_ExpertBaseline):
+    REFERENCE = "the 'best single expert' baseline of GENOME, arXiv 2503.01155"
     def choose(self):
         experts = self.problem.expert_adapters()
         scores = []
@@ -57,6 +58,7 @@ class BestExpert(_ExpertBaseline):
 @register_optimizer("uniform-merge", kinds=["experts"],
                     description="baseline: the element-wise mean of all expert adapters (lora-* problems)")
 class UniformMerge(_ExpertBaseline):
+    REFERENCE = "the uniform expert-merge baseline of GENOME, arXiv 2503.01155"
     def choose(self):
         experts = self.problem.expert_adapters()
         merged = [sum(ts) / len(ts) for ts in zip(*experts)]

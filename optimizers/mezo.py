@@ -25,6 +25,8 @@ from optimizers._perturb import Perturber
 @register_optimizer("mezo", kinds=["weights"],
                     description="MeZO: SPSA zeroth-order SGD with seeded in-place perturbations")
 class MeZO(Optimizer):
+    REFERENCE = ("MeZO: Malladi et al., Fine-Tuning Language Models with Just Forward Passes (NeurIPS 2023), "
+                 "arXiv:2305.17333")
     # torchrun: the two forwards (l+, l-) go to ranks 0 and 1, two floats are exchanged;
     # ranks beyond 2 have nothing to score (at most 2x; see docs/distributed.md)
     DISTRIBUTED = True

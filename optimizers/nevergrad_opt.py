@@ -48,6 +48,8 @@ def ng_parametrization(space, seed: int):
 @register_optimizer("nevergrad", kinds=["search-space"],
                     description="any nevergrad optimizer by --set name=... (default NGOpt)")
 class Nevergrad(Optimizer):
+    REFERENCE = ("nevergrad (Rapin & Teytaud, facebookresearch/nevergrad); NGOpt: Meunier et al., Black-Box "
+                 "Optimization Revisited, IEEE TEVC 2022")
     PARAMS = {
         "name": Param("NGOpt", str, "nevergrad optimizer (a key of nevergrad.optimizers.registry)"),
         "budget": Param(None, int, "evaluations nevergrad plans for (NGOpt chooses by it); default: "

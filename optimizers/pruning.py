@@ -181,6 +181,8 @@ class _OneShot(Optimizer):
 
 @register_optimizer("magnitude", kinds=["pruning"], description="global magnitude pruning (baseline)")
 class Magnitude(_OneShot):
+    REFERENCE = ("global magnitude pruning: Han et al., Learning both Weights and Connections (NeurIPS 2015); the "
+                 "baseline of Tanaka et al. 2020")
     def masks(self, weights, keep):
         return magnitude_masks(weights, keep)
 
@@ -188,6 +190,8 @@ class Magnitude(_OneShot):
 @register_optimizer("synflow", kinds=["pruning"],
                     description="iterative SynFlow (Tanaka et al. 2020), exponential schedule")
 class SynFlow(_OneShot):
+    REFERENCE = ("SynFlow: Tanaka et al., Pruning neural networks without any data by iteratively conserving "
+                 "synaptic flow (NeurIPS 2020), arXiv:2006.05467")
     PARAMS = {"iterations": Param(100, int, "pruning iterations of the exponential schedule", low=1)}
 
     def masks(self, weights, keep):
@@ -201,6 +205,8 @@ def _pycma_seed(seed: int) -> int:
 @register_optimizer("synflow-cma", kinds=["pruning"],
                     description="CMA-ES over layer-wise sparsity, SynFlow masks, energy compensation")
 class SynFlowCMA(Optimizer):
+    REFERENCE = ("seed paper 003 (CMA-ES over layer-wise sparsity with SynFlow masks and energy compensation); "
+                 "SynFlow: arXiv:2006.05467; library: pycma")
     PARAMS = {
         "fitness": Param("val-f1", str, "what CMA-ES minimises: 1 - validation F1 or -log SynFlow R",
                          choices=("val-f1", "synflow")),

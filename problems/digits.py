@@ -69,6 +69,8 @@ def macro_f1(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 class DigitsMLP(WeightsProblem):
+    REFERENCE = ("scikit-learn's digits data (UCI Optical Recognition of Handwritten Digits, Alpaydin & Kaynak "
+                 "1998), sklearn.datasets.load_digits")
     PARAMS = {
         "hidden": Param(64, int, "width of each hidden layer", low=1),
         "depth": Param(1, int, "number of hidden layers", low=1, high=8),

@@ -71,6 +71,7 @@ def train_and_score(layers: list[dict], out_lr: float, out_wd: float, batch_size
 
 
 class DigitsHPO(SearchSpaceProblem):
+    REFERENCE = "seed paper 003's HPO setting on scikit-learn's digits data (sklearn.datasets.load_digits)"
     PARAMS = {
         "train_steps": Param(100, int, "AdamW steps per configuration (the fixed training budget)", low=1),
         "split_seed": Param(0, int, "seed of the fixed train/val/test split"),

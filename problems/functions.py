@@ -35,6 +35,7 @@ DIMENSIONS = (2, 5, 10, 20, 50, 100)
 
 
 class FunctionProblem(SearchSpaceProblem):
+    REFERENCE = "classic test functions (sphere; Rastrigin 1974; Rosenbrock 1960), as in COCO/BBOB (Hansen et al. 2009)"
     METRIC = "objective"
     METRIC_HIGHER_IS_BETTER = False
     OPTIMUM = 0.0

@@ -65,6 +65,7 @@ def adapter_dirs(path: str) -> list[Path]:
 
 
 class LoraTasks(ExpertsProblem):
+    REFERENCE = "the GENOME setting (arXiv 2503.01155): LoRA (Hu et al., arXiv:2106.09685) experts through peft"
     PARAMS = {
         "tasks": Param("add", str, "comma-separated tasks; fitness = mean accuracy over them "
                        f"(valid: {', '.join(TASKS)})"),

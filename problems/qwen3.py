@@ -81,6 +81,8 @@ def _make_config(layers, hidden, heads, kv_heads, head_dim, inter, tied, vocab, 
 
 
 class Qwen3Pretrain(WeightsProblem):
+    REFERENCE = ("Qwen3 (Qwen3 Technical Report, arXiv:2505.09388) through transformers' Qwen3ForCausalLM; "
+                 "fitness of EA4LLM")
     PARAMS = {
         "seq_len": Param(64, int, "tokens per sample (chunk length)", low=2),
         "samples": Param(8, int, "evaluation samples per iteration, drawn uniformly from the "

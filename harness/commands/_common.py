@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 
 
+def text_table(rows, headers) -> str:
+    """Left-aligned columns under a dashed header line (list, describe)."""
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--steps", type=int, help="stop after N optimizer steps")
@@ -17,6 +24,15 @@ def add_set_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the optimizer or problem (repeatable); "
                         "prefix optimizer. or problem. when both have KEY")
+
+
+def add_log_argument(p: argparse.ArgumentParser, what: str = "the run") -> None:
+    # --tracking is the same flag: torchrun's own parser rejects --log as an abbreviation
+    # of its --log-dir, even after `-m harness run`
+    p.add_argument("--log", "--tracking", dest="log", metavar="BACKENDS", default=None,
+                   help=f"also log {what} live to tensorboard and/or mlflow (comma-separated; needs "
+                        "pip install -e '.[tracking]'; under torchrun spell it --tracking); "
+                        "the run store stays the record")
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
@@ -52,7 +68,7 @@ def check_batch_args(args) -> None:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
 
 
-def execute_batch(items, args, what: str = "runs"):
+def execute_batch(items, args, what: str = "runs", extra_args=()):
     """List (--dry-run) or execute items through the one executor; the outcomes, or
     None when nothing ran. KeyboardInterrupt propagates (the verb exits 130)."""
     from pathlib import Path
@@ -66,7 +82,7 @@ def execute_batch(items, args, what: str = "runs"):
             print(f"  {it.label:<40} {runs_dir / it.name}  [{executor.state_of(runs_dir / it.name)}]")
         return None
     return executor.execute(items, runs_dir, jobs=args.jobs, device=args.device,
-                            retry_failed=args.retry_failed)
+                            retry_failed=args.retry_failed, extra_args=extra_args)
 
 
 def interrupted_exit(verb: str, exc: BaseException | None = None) -> int:

@@ -26,14 +26,9 @@ def _natural(name: str):
     return [float(t) if re.fullmatch(r"\d+(\.\d+)?", t) else t for t in re.split(r"(\d+(?:\.\d+)?)", name)]
 
 
-def _table(rows, headers) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def main(args) -> int:
     from harness import registry
+    from harness.commands._common import text_table as _table
 
     registry.load_all()
     if args.what in (None, "optimizers"):

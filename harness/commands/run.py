@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from harness.commands._common import (
-    add_budget_arguments, add_device_argument, add_set_argument, budget_from_args,
+    add_budget_arguments, add_device_argument, add_log_argument, add_set_argument, budget_from_args,
 )
 
 NAME = "run"
@@ -31,6 +32,7 @@ def add_arguments(p) -> None:
                    help="torch intra-op threads (default: OMP_NUM_THREADS if set, else 1 for models "
                         "under 20M parameters, else torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_log_argument(p)
 
 
 def main(args) -> int:
@@ -46,14 +48,18 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from harness import runner
+    from harness import runner, tracking
+    from harness.spec import Prepared
     from harness.errors import UsageError
     from harness.params import parse_set_args
 
+    logs = tracking.parse_log(args.log)   # a missing extra: exit 2 here, nothing written
     budget = budget_from_args(args, default_steps=None)
     if args.resume:
+        loggers = tracking.callbacks(logs, Path(args.resume).parent)
+        tracking.connect(loggers)
         run_dir, summary = runner.resume(args.resume, budget, progress=not args.no_progress,
-                                         force=args.force)
+                                         force=args.force, callbacks=loggers)
     else:
         if not args.optimizer or not args.problem:
             raise UsageError("run needs --optimizer NAME and --problem NAME (or --resume RUN_DIR)")
@@ -64,7 +70,11 @@ def _run(args) -> int:
             checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
             force=args.force, threads=args.threads,
         )
-        run_dir, summary = runner.run(spec, progress=not args.no_progress)
+        loggers = tracking.callbacks(logs, args.runs_dir)
+        if loggers:   # bad input exits 2 before a logger writes anything; then connect,
+            Prepared(spec)   # before the run's clock starts
+            tracking.connect(loggers)
+        run_dir, summary = runner.run(spec, progress=not args.no_progress, callbacks=loggers)
     metric = summary.get("final_metric")
     metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
     loss = summary.get("final_loss")

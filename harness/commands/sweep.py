@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from harness.commands._common import add_batch_arguments, add_budget_arguments, add_set_argument
+from harness.commands._common import (
+    add_batch_arguments, add_budget_arguments, add_log_argument, add_set_argument,
+)
 
 NAME = "sweep"
 HELP = "run every compatible optimizer/problem pair over seeds, one process per run (resumable)"
@@ -18,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps (every run)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="checkpoint every K steps (default: run's default, 100)")
+    add_log_argument(p, "every run")
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -32,7 +35,7 @@ def _names(text: str, flag: str) -> list[str]:
 def main(args) -> int:
     from pathlib import Path
 
-    from harness import executor, experiments
+    from harness import executor, experiments, tracking
     from harness.commands._common import (
         budget_from_args, check_batch_args, execute_batch, interrupted_exit,
     )
@@ -41,6 +44,7 @@ def main(args) -> int:
     from harness.spec import RunSpec
 
     check_batch_args(args)
+    logs = tracking.parse_log(args.log)   # checked once here; each child gets --log
     budget = budget_from_args(args, default_steps=None)
     if budget is None:
         raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
@@ -57,7 +61,7 @@ def main(args) -> int:
             "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
             "budget": budget.as_dict(), "sets": sets, "jobs": args.jobs, "device": args.device}, grid)
     try:
-        outcomes = execute_batch(grid.items, args)
+        outcomes = execute_batch(grid.items, args, extra_args=["--log", ",".join(logs)] if logs else [])
     except KeyboardInterrupt as exc:
         return interrupted_exit("sweep", exc)
     if outcomes is None:
