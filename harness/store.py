@@ -179,13 +179,20 @@ class RunLock:
             self.fd = None
 
     def held_elsewhere(self) -> bool:
-        """True when another process holds the lock now (does not take it)."""
-        if not self.path.exists():
+        """True when another process holds the lock now; takes nothing, writes nothing."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return False
-        if self.acquire():
-            self.release()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return False
-        return True
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)   # closing drops the probe's lock, if it got one
 
 
 def run_lock(run_dir: Path) -> RunLock:
