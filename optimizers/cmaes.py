@@ -131,7 +131,7 @@ class CMAES(Optimizer):
             values = [float(self.problem.objective(decode(x))) for x in xs]
             self.es.tell(xs, values)
             loss = float(np.min(values))
-        return StepResult(loss=loss, evals=len(xs), extra={
+        return StepResult(loss=loss, evals=len(xs), forwards=len(xs), extra={
             "sigma": float(self.es.sigma), "best_so_far": float(self.es.result.fbest)})
 
     def solution(self):

@@ -93,7 +93,7 @@ class Nevergrad(Optimizer):
             self.history.append((self._data(cand), value))
             values.append(value)
         self.best = min(self.best, *values)
-        return StepResult(loss=min(values), evals=len(values), extra={"best_so_far": self.best})
+        return StepResult(loss=min(values), evals=len(values), forwards=len(values), extra={"best_so_far": self.best})
 
     def solution(self):
         if self.opt.num_tell == 0:
