@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import plots, profile, tables
+from reports import analysis, plots, profile, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -23,7 +23,7 @@ def environment(runs: pd.DataFrame) -> pd.DataFrame:
     return env.value_counts().rename("runs").reset_index()
 
 
-def build(runs_dir: Path, out: Path) -> dict:
+def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: float | None = None) -> dict:
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir}: no such directory; give the directory `run`/`sweep` wrote to")
@@ -31,7 +31,8 @@ def build(runs_dir: Path, out: Path) -> dict:
     if runs.empty:
         raise UsageError(f"--runs-dir {runs_dir}: no run directories (with config.json) found there")
     out.mkdir(parents=True, exist_ok=True)
-    table_files = tables.write(runs, out)
+    fixed = analysis.build(runs, curves, out, targets, memory_limit)
+    table_files = tables.write(runs, out, fixed["winners"])
     figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):
         name = plots.curves_figure(problem, runs, curves, out)
@@ -47,7 +48,7 @@ def build(runs_dir: Path, out: Path) -> dict:
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost}
+           "cost": cost, "blocks": fixed["blocks"]}
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
     return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
@@ -98,6 +99,9 @@ def _markdown(ctx: dict) -> str:
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
         lines += ["No problem has a finite loss to build a profile from.", ""]
+    for kind, content in ctx["blocks"]:
+        lines += {"h2": [f"## {content}", ""], "h3": [f"### {content}", ""], "p": [content, ""],
+                  "md": [content, ""], "img": [f"![{content}]({content})", ""]}[kind]
     failed = _failed(runs)
     if len(failed):
         lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
@@ -152,6 +156,10 @@ def _html(ctx: dict) -> str:
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
         parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+    for kind, content in ctx["blocks"]:
+        parts.append({"h2": lambda c: f"<h2>{esc(c)}</h2>", "h3": lambda c: f"<h3>{esc(c)}</h3>",
+                      "p": lambda c: f"<p>{_links(c)}</p>", "md": _md_table_to_html,
+                      "img": lambda c: f'<a href="{esc(c)}"><img src="{esc(c)}" alt="{esc(c)}"></a>'}[kind](content))
     failed = _failed(runs)
     if len(failed):
         parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
@@ -162,6 +170,13 @@ def _html(ctx: dict) -> str:
     parts += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{esc(n)}</li>" for n in NOTES]
     parts += ["</ul></body></html>", ""]
     return "\n".join(parts)
+
+
+def _links(text: str) -> str:
+    """Escaped text with its Markdown links [name](href) as <a> elements."""
+    import re
+
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', html.escape(text, quote=False))
 
 
 def _md_table_to_html(text: str) -> str:
