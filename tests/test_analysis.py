@@ -128,3 +128,19 @@ def test_median_ci_is_seeded_and_brackets_the_median():
     assert med == np.median(values) and min(values) <= lo <= med <= hi <= max(values)
     assert stats.median_ci(values) == (med, lo, hi)
     assert stats.median_ci([2.0, 2.0]) == (2.0, 2.0, 2.0)
+
+
+def test_curves_median_band_log_axis_and_short_labels():
+    from reports import plots
+
+    offsets = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 10.0]   # one outlier seed
+    seeds = [pd.DataFrame({"evals": [1, 10, 100, 1000], "loss": [4.0 + s, 3.0 + s, 2.0 + s, 1.0 + s]})
+             for s in offsets]
+    grid, med, lo, hi, n, log = plots._band(seeds, "evals", "loss")
+    assert log and grid[0] == 1 and grid[-1] == 1000 and n == 9      # three decades: log grid
+    assert med[-1] == pytest.approx(1.4)                               # the median, not the mean
+    assert (lo <= med + 1e-12).all() and (med <= hi + 1e-12).all() and hi[-1] < 2.0   # not min-max
+    *_, log = plots._band([s.assign(evals=[1, 2, 3, 4]) for s in seeds], "evals", "loss")
+    assert not log
+    assert plots.short_label("cma [popsize=8, sigma0=0.3, bound=5]") == "cma [popsize=8, sigma…"
+    assert len(plots.short_label("x" * 100)) == plots.LABEL_CHARS
