@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import analysis, plots, profile, tables
+from reports import analysis, ioh_export, plots, profile, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -32,6 +32,12 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         raise UsageError(f"--runs-dir {runs_dir}: no run directories (with config.json) found there")
     out.mkdir(parents=True, exist_ok=True)
     fixed = analysis.build(runs, curves, out, targets, memory_limit)
+    ioh_dir = ioh_export.export(runs, curves, out)
+    fixed["blocks"] += [("h2", "IOHanalyzer export"), ("p", (
+        f"[{ioh_dir}/]({ioh_dir}/): one folder per optimizer in IOHanalyzer's format, written by the `ioh` "
+        "package's Analyzer logger (runs replayed; evaluation counter = forward-pass equivalents). "
+        "Zip the folder and upload it to IOHanalyzer.") if ioh_dir else
+        "Not written: the `ioh` package is not installed (`pip install -e .[ioh]`).")]
     table_files = tables.write(runs, out, fixed["winners"])
     figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):

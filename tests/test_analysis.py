@@ -144,3 +144,21 @@ def test_curves_median_band_log_axis_and_short_labels():
     assert not log
     assert plots.short_label("cma [popsize=8, sigma0=0.3, bound=5]") == "cma [popsize=8, sigma…"
     assert len(plots.short_label("x" * 100)) == plots.LABEL_CHARS
+
+
+def test_ioh_export_through_the_analyzer_logger(tmp_path):
+    pytest.importorskip("ioh")
+    import json
+
+    from reports import ioh_export
+
+    root = tmp_path / "runs"
+    for s in range(2):   # metric at 10, 20, 30 forwards; best 0.5 first reached at 20 (seed 0)
+        write_run(root, f"c{s}", optimizer="cma", problem="sphere-2", seed=s, metrics=[5, 0.5 + s, 0.5 + s])
+    runs, curves = load_runs(root)
+    assert ioh_export.export(runs, curves, tmp_path / "out") == "ioh"
+    info = json.loads(next((tmp_path / "out" / "ioh" / "cma").glob("IOHprofiler_*sphere-2.json")).read_text())
+    assert info["algorithm"]["name"] == "cma" and info["maximization"] is False
+    first, second = info["scenarios"][0]["runs"]
+    assert (first["evals"], first["best"]["evals"], first["best"]["y"]) == (30, 20, 0.5)
+    assert (second["best"]["evals"], second["best"]["y"]) == (20, 1.5)
