@@ -20,6 +20,7 @@ STATS = [
     ("final_metric", "final_metric"), ("best_metric", "best_metric"),
     ("wall_clock_s", "wall_clock_s"), ("optimizer_time_s", "optimizer_time_s"),
     ("evals", "evals"), ("peak_memory_mib", "peak_memory_mib"),
+    ("forwards", "forwards"), ("tokens", "tokens"), ("flops", "flops"), ("mfu", "mfu"),   # harness.costs
 ]
 
 
