@@ -54,7 +54,14 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost, "blocks": fixed["blocks"]}
+           "cost": cost}
+    # the fixed-target analysis has its own page (many tables and figures), linked from the index
+    title = "Fixed-target analysis, uncertainty and ECDFs"
+    (out / "analysis.md").write_text("\n".join([f"# {title}", "", *_blocks_md(fixed["blocks"])]))
+    (out / "analysis.html").write_text("\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{title}</title>",
+        f"<style>{CSS}</style></head><body>", f"<h1>{title}</h1>", *_blocks_html(fixed["blocks"]),
+        "</body></html>", ""]))
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
     return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
@@ -105,9 +112,8 @@ def _markdown(ctx: dict) -> str:
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
         lines += ["No problem has a finite loss to build a profile from.", ""]
-    for kind, content in ctx["blocks"]:
-        lines += {"h2": [f"## {content}", ""], "h3": [f"### {content}", ""], "p": [content, ""],
-                  "md": [content, ""], "img": [f"![{content}]({content})", ""]}[kind]
+    lines += ["## Fixed-target analysis, uncertainty, ECDFs", "", ANALYSIS_LINE.format(
+        md="[analysis.md](analysis.md)", html="[analysis.html](analysis.html)"), ""]
     failed = _failed(runs)
     if len(failed):
         lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
@@ -162,10 +168,8 @@ def _html(ctx: dict) -> str:
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
         parts.append("<p>No problem has a finite loss to build a profile from.</p>")
-    for kind, content in ctx["blocks"]:
-        parts.append({"h2": lambda c: f"<h2>{esc(c)}</h2>", "h3": lambda c: f"<h3>{esc(c)}</h3>",
-                      "p": lambda c: f"<p>{_links(c)}</p>", "md": _md_table_to_html,
-                      "img": lambda c: f'<a href="{esc(c)}"><img src="{esc(c)}" alt="{esc(c)}"></a>'}[kind](content))
+    parts += ["<h2>Fixed-target analysis, uncertainty, ECDFs</h2>", "<p>" + ANALYSIS_LINE.format(
+        md='<a href="analysis.md">analysis.md</a>', html='<a href="analysis.html">analysis.html</a>') + "</p>"]
     failed = _failed(runs)
     if len(failed):
         parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
@@ -176,6 +180,27 @@ def _html(ctx: dict) -> str:
     parts += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{esc(n)}</li>" for n in NOTES]
     parts += ["</ul></body></html>", ""]
     return "\n".join(parts)
+
+
+ANALYSIS_LINE = ("Runtimes to COCO/IOH targets and aRT on every cost axis, significance tests (Mann-Whitney U, "
+                 "Holm), scores against random search, ECDFs with AUC, the AlgoPerf profile score and the "
+                 "IOHanalyzer export: {md} · {html} (formulas: docs/analysis.md).")
+
+
+def _blocks_md(blocks) -> list[str]:
+    lines = []
+    for kind, content in blocks:
+        lines += {"h2": [f"## {content}", ""], "h3": [f"### {content}", ""], "p": [content, ""],
+                  "md": [content, ""], "img": [f"![{content}]({content})", ""]}[kind]
+    return lines
+
+
+def _blocks_html(blocks) -> list[str]:
+    esc = html.escape
+    render = {"h2": lambda c: f"<h2>{esc(c)}</h2>", "h3": lambda c: f"<h3>{esc(c)}</h3>",
+              "p": lambda c: f"<p>{_links(c)}</p>", "md": _md_table_to_html,
+              "img": lambda c: f'<a href="{esc(c)}"><img src="{esc(c)}" alt="{esc(c)}"></a>'}
+    return [render[kind](content) for kind, content in blocks]
 
 
 def _links(text: str) -> str:

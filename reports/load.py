@@ -85,6 +85,9 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
         for col in ("loss", "metric", "evals", "time_s", "forwards", "tokens", "flops"):
             if col in frame:
                 frame[col] = frame[col].map(_num)
+        for col in ("forwards", "tokens", "flops"):   # cumulative costs: 0 before the first step
+            if col in frame:
+                frame.loc[frame["step"] == 0, col] = frame.loc[frame["step"] == 0, col].fillna(0.0)
         curves[run_id] = frame
     runs = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c != "label"])
     runs["label"] = _labels(runs, configs)

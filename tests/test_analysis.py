@@ -5,6 +5,7 @@ the median's bootstrap interval, the score against random search, ECDF/AUC, Algo
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,7 @@ def test_coco_targets_runtimes_and_memory_limit(tmp_path):
     write_run(root, "a", optimizer="cma", problem="sphere-2", seed=0, metrics=[50, 0.5, 0.005])
     write_run(root, "b", optimizer="cma", problem="sphere-2", seed=1, metrics=[50, 5, 2], peak=2 * 2**30)
     runs, curves = load_runs(root)
+    assert curves["a"]["forwards"].tolist() == [0, 10, 20, 30]   # step 0 costs nothing (curves start at 0)
     rt = targets.runtimes(runs, curves)
     a = rt[rt["run_id"] == "a"].set_index("target_index")
     assert len(a) == 51 and a["target"].iloc[0] == pytest.approx(100) and a["target"].iloc[-1] == pytest.approx(1e-8)
@@ -106,6 +108,11 @@ def test_significance_holm_and_the_winner_mark(tmp_path):
     assert final.loc[("cma", "tpe"), "better"] == "tpe" and final.loc[("cma", "random"), "better"] == ""
     assert stats.winners(sig) == {"sphere-2": "tpe"}
     build(root, tmp_path / "out")
+    page = (tmp_path / "out" / "analysis.html").read_text()   # its own page, linked from the index
+    refs = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert "targets.csv" in refs and "ecdf_evals.png" in refs and "significance.csv" in refs
+    assert all((tmp_path / "out" / r).exists() for r in refs)
+    assert 'href="analysis.html"' in (tmp_path / "out" / "index.html").read_text()
     md = (tmp_path / "out" / "final_sphere-2.md").read_text()
     assert "tpe ★" in md and "cma ★" not in md
     cols = pd.read_csv(tmp_path / "out" / "significance.csv").columns.tolist()
