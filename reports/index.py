@@ -30,6 +30,10 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     runs, curves = load_runs(runs_dir)
     if runs.empty:
         raise UsageError(f"--runs-dir {runs_dir}: no run directories (with config.json) found there")
+    unknown = sorted(set(targets or {}) - set(runs["problem"]))
+    if unknown:
+        raise UsageError(f"--targets {unknown[0]}=...: no run of that problem in {runs_dir}; "
+                         f"its problems are {', '.join(sorted(runs['problem'].unique()))}")
     out.mkdir(parents=True, exist_ok=True)
     fixed = analysis.build(runs, curves, out, targets, memory_limit)
     ioh_dir = ioh_export.export(runs, curves, out)

@@ -85,6 +85,7 @@ def test_ioh_targets_from_the_data_and_given_targets(tmp_path):
     with pytest.raises(UsageError, match="--targets qwen3-tiny"):
         targets.parse_targets(["qwen3-tiny"])
     assert cli_main(["report", str(root), "--out", str(tmp_path / "o"), "--memory-limit", "lots"]) == 2
+    assert cli_main(["report", str(root), "--out", str(tmp_path / "o"), "--targets", "sphere-9=1,2"]) == 2
     assert not (tmp_path / "o").exists()
 
 
