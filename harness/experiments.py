@@ -40,7 +40,8 @@ class RunItem:
     def name(self) -> str:
         """Deterministic directory name: same request, same directory."""
         (key, value), = [(k, v) for k, v in self.budget.items() if v is not None]
-        tag = {"steps": f"steps{value}", "evals": f"evals{value}", "time_s": f"time{value:g}s"}[key]
+        tag = {"steps": f"steps{value}", "evals": f"evals{value}", "time_s": f"time{value:g}s",
+               "forwards": f"fwd{value:g}"}[key]
         name = f"{self.optimizer}_{self.problem}_s{self.seed}_{tag}"
         if self.sets:
             digest = hashlib.sha1(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]
@@ -53,7 +54,7 @@ class RunItem:
 
     def run_args(self) -> list[str]:
         """The `harness run` arguments of this item (runs-dir, run id and device aside)."""
-        flags = {"steps": "--steps", "evals": "--evals", "time_s": "--time"}
+        flags = {"steps": "--steps", "evals": "--evals", "time_s": "--time", "forwards": "--forwards"}
         args = ["--optimizer", self.optimizer, "--problem", self.problem, "--seed", str(self.seed)]
         args += [a for k, v in self.budget.items() if v is not None for a in (flags[k], str(v))]
         if self.eval_every is not None:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 class StepResult:
     loss: float                 # train loss of this step (see the adapter's docstring)
     evals: int                  # objective/loss evaluations this step used
+    # forward-pass equivalents of the step on its batch, a backward counting 2 (ES with
+    # population N: N, MeZO: 2, Adam: 3); one objective evaluation of a search space or
+    # a pruning score is one forward. The cost axis on which optimizers are compared
+    # (harness.costs); every adapter fills it.
+    forwards: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # sigma, lr, best-so-far, ...
 
 

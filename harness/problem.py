@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from harness.costs import StepCost
 from harness.params import Param
 from harness.seeding import derive_seed
 
@@ -62,6 +63,11 @@ class Problem:
         """Parameters of the model, if the problem has one (without allocating)."""
         return None
 
+    def step_cost(self, step: int) -> StepCost:
+        """What one forward of step `step` costs (harness.costs): tokens of the step's
+        batch and FLOPs of one forward over it. Default: unknown (no tokens, no flops)."""
+        return StepCost()
+
 
 class WeightsProblem(Problem):
     """A torch module, a deterministic batch stream, a loss, an eval metric."""
@@ -95,6 +101,23 @@ class WeightsProblem(Problem):
         """One micro-batch shaped as loss() sees it, on `device` (meta for planning);
         its content does not matter, only shapes and dtypes."""
         raise NotImplementedError
+
+    def batch_tokens(self, batch: Any) -> int | None:
+        """Tokens in a batch (token problems); None: not a token problem (default)."""
+        return None
+
+    def forward_flops(self, batch: Any) -> float | None:
+        """Analytic FLOPs of one forward of the model over `batch` (see
+        harness.costs.transformer_forward_flops); None: not declared (default)."""
+        return None
+
+    def step_cost(self, step: int) -> StepCost:
+        tokens_declared = type(self).batch_tokens is not WeightsProblem.batch_tokens
+        flops_declared = type(self).forward_flops is not WeightsProblem.forward_flops
+        if not (tokens_declared or flops_declared):
+            return StepCost()   # nothing declared: no need to draw the batch
+        batch = self.batch(step)
+        return StepCost(self.batch_tokens(batch), self.forward_flops(batch))
 
     def batch_generator(self, step: int) -> torch.Generator:
         g = torch.Generator(device="cpu")
@@ -147,6 +170,10 @@ class SearchSpaceProblem(Problem):
 
     def objective(self, config: dict[str, Any]) -> float:
         raise NotImplementedError
+
+    def step_cost(self, step: int) -> StepCost:
+        """One forward = one objective evaluation: the flops axis counts evaluations."""
+        return StepCost(flops_per_forward=1.0)
 
     def evaluate(self, solution: Any = None) -> dict[str, float]:
         """Default: the metric is the objective of the best configuration."""

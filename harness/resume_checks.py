@@ -22,7 +22,8 @@ def check_unfinished(run_dir: Path, summary: dict, budget: Budget | None) -> Non
     if summary.get("status") not in ("ok", "diverged"):
         return
     steps, evals, time_s = summary.get("steps", 0), summary.get("evals", 0), summary.get("optimizer_time_s", 0)
-    if budget is None or budget.spent(steps, evals, time_s) or summary.get("status") == "diverged":
+    spent = budget is None or budget.spent(steps, evals, time_s, summary.get("forwards") or 0.0)
+    if spent or summary.get("status") == "diverged":
         raise NothingToDo(f"{run_dir}: already finished ({summary['status']} at step {steps}); nothing "
                           "changed (give a larger --steps/--evals/--time with --resume to extend it)")
 

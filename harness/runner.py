@@ -21,6 +21,7 @@ import torch
 
 from harness import distributed, store
 from harness import resume_checks as stored
+from harness.costs import StepCost, peak_bf16_flops
 from harness.envinfo import environment
 from harness.errors import UsageError, os_error_line
 from harness.faults import FaultHooks
@@ -53,22 +54,44 @@ class RunState:
     last_loss: float | None = None
     last_metric: float | None = None
     metrics: list = field(default_factory=list)     # every eval metric so far
+    # cost axes (harness.costs), optimizer work only: cumulative over the steps
+    forwards: float = 0.0        # forward-pass equivalents, a backward counting 2
+    tokens: int | None = None    # tokens of the steps' batches (token problems)
+    flops: float | None = None   # forwards x FLOPs of one forward (search spaces: evaluations)
 
-    def advance(self, res: StepResult, seconds: float, objective: float | None) -> dict:
+    def advance(self, res: StepResult, seconds: float, objective: float | None,
+                cost: StepCost | None = None, peak_flops: float | None = None) -> dict:
         """Count one optimizer step; its metrics record."""
         self.step += 1
         self.evals += int(res.evals)
         self.time_s += seconds
+        self.forwards += res.forwards
+        if cost is not None and cost.tokens is not None:
+            self.tokens = (self.tokens or 0) + int(cost.tokens)
+        if cost is not None and cost.flops_per_forward is not None:
+            self.flops = (self.flops or 0.0) + res.forwards * cost.flops_per_forward
         self.last_loss = loss = float(res.loss)
         if math.isfinite(loss) and (self.best_loss is None or loss < self.best_loss):
             self.best_loss = loss
         record = {"step": self.step, "evals": self.evals, "time_s": round(self.time_s, 6), "loss": loss}
+        record.update(self.costs(peak_flops))
         if objective is not None:   # problems that declare OBJECTIVE_METHODS
             self.objective_s += objective
             self.overhead_s += seconds - objective
             record.update(objective_s=round(self.objective_s, 6), overhead_s=round(self.overhead_s, 6))
         record.update(res.extra)
         return record
+
+    def costs(self, peak_flops: float | None = None) -> dict:
+        """The cumulative cost axes that are known: forwards, tokens, flops, mfu (CUDA)."""
+        out = {"forwards": self.forwards}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+        if self.flops is not None:
+            out["flops"] = self.flops
+            if peak_flops and self.time_s > 0:
+                out["mfu"] = self.flops / self.time_s / peak_flops
+        return out
 
     def evaluated(self, ev: dict) -> dict:
         self.last_metric = ev.get("metric")
@@ -185,11 +208,12 @@ class Runner:
             torch.cuda.synchronize(self.p.device)
         seconds = time.perf_counter() - t0
         objective = self.clock.total - objective0 if self.clock is not None else None
-        return self.state.advance(res, seconds, objective)
+        cost = self.p.problem.step_cost(self.state.step)   # untimed: bookkeeping, not work
+        return self.state.advance(res, seconds, objective, cost, peak_bf16_flops(self.p.device))
 
     def _finished(self) -> bool:
         budget = self.p.spec.budget
-        spent = budget.spent(self.state.step, self.state.evals, self.state.time_s)
+        spent = budget.spent(self.state.step, self.state.evals, self.state.time_s, self.state.forwards)
         if budget.time_s is not None and distributed.world_size() > 1:
             spent = distributed.broadcast_object(spent)  # rank 0's clock decides: all stop together
         return spent or self.opt.is_finished()
@@ -286,6 +310,7 @@ class Runner:
             "final_metric": state.last_metric,
             "best_metric": (max(metrics) if higher else min(metrics)) if metrics else None,
             "metric_name": p.problem.METRIC,
+            **state.costs(peak_bf16_flops(p.device)),   # forwards, tokens, flops, mfu (CUDA)
             "peak_memory_bytes": peak, "peak_memory_method": self.mem.method,
             "device": str(p.device), "param_count": p.problem.param_count(),
             "world_size": distributed.world_size(),

@@ -27,23 +27,25 @@ class Budget:
     steps: int | None = None
     evals: int | None = None
     time_s: float | None = None
+    forwards: float | None = None     # forward-pass equivalents (harness.costs)
 
     def __post_init__(self):
-        for key in ("steps", "evals", "time_s"):
+        for key in ("steps", "evals", "time_s", "forwards"):
             value = getattr(self, key)
             flag = f"--{key.replace('_s', '')}"
             if value is not None and not math.isfinite(value):   # nan never ends, inf never spends
                 raise UsageError(f"{flag} {value}: the budget must be a finite positive number")
             if value is not None and value <= 0:
                 raise UsageError(f"{flag} {value}: the budget must be positive")
-        if self.steps is None and self.evals is None and self.time_s is None:
-            raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
+        if self.steps is None and self.evals is None and self.time_s is None and self.forwards is None:
+            raise UsageError("no budget: give --steps N, --evals N, --time SECONDS or --forwards N")
 
-    def spent(self, step: int, evals: int, time_s: float) -> bool:
+    def spent(self, step: int, evals: int, time_s: float, forwards: float = 0.0) -> bool:
         return (
             (self.steps is not None and step >= self.steps)
             or (self.evals is not None and evals >= self.evals)
             or (self.time_s is not None and time_s >= self.time_s)
+            or (self.forwards is not None and forwards >= self.forwards)
         )
 
     def as_dict(self) -> dict:

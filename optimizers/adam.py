@@ -132,7 +132,8 @@ class Adam(Optimizer):
             with torch.no_grad():
                 for m, p in zip(self.master, self.params):
                     p.copy_(m)
-        return StepResult(loss=float(loss), evals=1, extra={"lr": self.hp["lr"]})
+        # one forward + one backward (2 forwards) over the whole batch, micro-batches summed
+        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": self.hp["lr"]})
 
     @contextlib.contextmanager
     def _through_ddp(self):

@@ -170,7 +170,7 @@ class CMAES(Optimizer):
         extra = {"sigma": float(self.es.sigma), "best_so_far": self.best_f}
         if self.hp["restarts"]:
             extra.update(restart=self.restarts_done, popsize=self.es.popsize)
-        return StepResult(loss=loss, evals=len(xs), extra=extra)
+        return StepResult(loss=loss, evals=len(xs), forwards=len(xs), extra=extra)
 
     def solution(self):
         if self.on_weights or self.best_x is None:

@@ -154,10 +154,10 @@ class ES(Optimizer):
         fitness = self.gather_fitness(step, batch)
         losses = -fitness
         if not np.all(np.isfinite(fitness)):
-            return StepResult(loss=float("nan"), evals=len(fitness),
+            return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness),
                               extra={"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]})
         self.update(step, fitness)
-        return StepResult(loss=float(losses.mean()), evals=len(fitness), extra={
+        return StepResult(loss=float(losses.mean()), evals=len(fitness), forwards=len(fitness), extra={
             "sigma": self.hp["sigma"], "alpha": self.hp["alpha"],
             "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std()),
         })

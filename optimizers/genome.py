@@ -254,7 +254,8 @@ class Genome(Optimizer):
         best = max(self.pop, key=lambda ind: ind.f)
         self.problem.set_adapter(best.x)
         fits = [ind.f for ind in self.pop]
-        return StepResult(loss=1.0 - best.f, evals=evals, extra={
+        # each fitness is one forward over the validation samples
+        return StepResult(loss=1.0 - best.f, evals=evals, forwards=evals, extra={
             "best_val_accuracy": best.f, "mean_val_accuracy": float(np.mean(fits)),
             "iteration": self.done})
 

@@ -28,7 +28,7 @@ class _ExpertBaseline(Optimizer):
         if self.chosen is None:
             self.chosen, self.val, evals, self.info = self.choose()
         self.problem.set_adapter(self.chosen)
-        return StepResult(loss=1.0 - self.val, evals=evals,
+        return StepResult(loss=1.0 - self.val, evals=evals, forwards=evals,
                           extra={"val_accuracy": self.val, **self.info})
 
     def state_dict(self) -> dict:

@@ -79,4 +79,4 @@ class MeZO(Optimizer):
                 for p in self.pert.params:
                     p.mul_(1 - lr * self.hp["weight_decay"])
             self.pert.combine([seed], [-lr * grad])
-        return StepResult(loss=loss, evals=2, extra={"lr": lr, "projected_grad": grad})
+        return StepResult(loss=loss, evals=2, forwards=2, extra={"lr": lr, "projected_grad": grad})

@@ -124,7 +124,7 @@ class Nevergrad(Optimizer):
             self.history.append((self._data(cand), value))
             values.append(value)
         self.best = min([self.best, *values])
-        return StepResult(loss=min(values, default=self.best), evals=len(values),
+        return StepResult(loss=min(values, default=self.best), evals=len(values), forwards=len(values),
                           extra={"best_so_far": self.best})
 
     def solution(self):

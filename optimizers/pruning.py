@@ -164,7 +164,7 @@ class _OneShot(Optimizer):
         masks = self.masks(weights, self.problem.keep_count())
         scales = energy_scales(weights, masks) if self.hp["energy_compensation"] else None
         self.pruned = Pruned(masks=masks, scales=scales)
-        return StepResult(loss=float(self.problem.loss(self.pruned)), evals=1)
+        return StepResult(loss=float(self.problem.loss(self.pruned)), evals=1, forwards=1)
 
     def is_finished(self) -> bool:
         return self.pruned is not None
@@ -258,7 +258,7 @@ class SynFlowCMA(Optimizer):
         self.es.tell(xs, values)
         extra = {"sigma": float(self.es.sigma), "best_so_far": self.best[0]}
         extra.update({f"keep_{i}": c / n for i, (c, n) in enumerate(zip(self.best[2], self.sizes))})
-        return StepResult(loss=float(min(values)), evals=len(xs), extra=extra)
+        return StepResult(loss=float(min(values)), evals=len(xs), forwards=len(xs), extra=extra)
 
     def solution(self):
         return None if self.best is None else self.best[1]

@@ -34,7 +34,7 @@ class RandomSearch(Optimizer):
             values.append(f)
             if f < self.best_f:
                 self.best_f, self.best_x = f, x
-        return StepResult(loss=min(values), evals=len(values), extra={"best_so_far": self.best_f})
+        return StepResult(loss=min(values), evals=len(values), forwards=len(values), extra={"best_so_far": self.best_f})
 
     def solution(self):
         return None if self.best_x is None else self.problem.space.decode(self.best_x)

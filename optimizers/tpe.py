@@ -73,7 +73,7 @@ class TPE(Optimizer):
             value = float(self.problem.objective(dict(trial.params)))
             self.study.tell(trial, value)
             values.append(value)
-        return StepResult(loss=min(values), evals=len(values),
+        return StepResult(loss=min(values), evals=len(values), forwards=len(values),
                           extra={"best_so_far": float(self.study.best_value)})
 
     def solution(self):

@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import torch
 
+from harness.costs import transformer_forward_flops
 from harness.errors import UsageError
 from harness.params import Param
 from harness.problem import WeightsProblem
@@ -180,6 +181,22 @@ class Qwen3Pretrain(WeightsProblem):
     def batch(self, step: int):
         idx = torch.randperm(len(self.train), generator=self.batch_generator(step))[: self.hp["samples"]]
         return self.train.ids[idx].to(self.device), self.train.mask[idx].to(self.device)
+
+    def batch_tokens(self, batch) -> int:
+        return int(batch[0].numel())   # padded positions are computed too
+
+    def matmul_params(self) -> int:
+        """Parameters that take part in a matrix multiply: all of them, less the input
+        embedding table when untied (a lookup; tied, it is also the LM head, counted once)."""
+        layers, hidden, heads, kv, hd, inter, tied = self.shape
+        return self.param_count() - (0 if tied else self.hp["vocab_size"] * hidden)
+
+    def forward_flops(self, batch) -> float:
+        """harness.costs.transformer_forward_flops: (2 N + 4 L (heads x head_dim) T) per token."""
+        layers, hidden, heads, kv, hd, inter, tied = self.shape
+        ids = batch[0]
+        return transformer_forward_flops(self.matmul_params(), layers, heads * hd,
+                                         int(ids.shape[1]), int(ids.numel()))
 
     def example_batch(self, device):
         """One micro-batch as loss() sees it (for the memory planner): micro_batch samples

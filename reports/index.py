@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import plots, profile, tables
+from reports import analysis, ioh_export, plots, profile, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -23,15 +23,26 @@ def environment(runs: pd.DataFrame) -> pd.DataFrame:
     return env.value_counts().rename("runs").reset_index()
 
 
-def build(runs_dir: Path, out: Path) -> dict:
+def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: float | None = None) -> dict:
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir}: no such directory; give the directory `run`/`sweep` wrote to")
     runs, curves = load_runs(runs_dir)
     if runs.empty:
         raise UsageError(f"--runs-dir {runs_dir}: no run directories (with config.json) found there")
+    unknown = sorted(set(targets or {}) - set(runs["problem"]))
+    if unknown:
+        raise UsageError(f"--targets {unknown[0]}=...: no run of that problem in {runs_dir}; "
+                         f"its problems are {', '.join(sorted(runs['problem'].unique()))}")
     out.mkdir(parents=True, exist_ok=True)
-    table_files = tables.write(runs, out)
+    fixed = analysis.build(runs, curves, out, targets, memory_limit)
+    ioh_dir = ioh_export.export(runs, curves, out)
+    fixed["blocks"] += [("h2", "IOHanalyzer export"), ("p", (
+        f"[{ioh_dir}/]({ioh_dir}/): one folder per optimizer in IOHanalyzer's format, written by the `ioh` "
+        "package's Analyzer logger (runs replayed; evaluation counter = forward-pass equivalents). "
+        "Zip the folder and upload it to IOHanalyzer.") if ioh_dir else
+        "Not written: the `ioh` package is not installed (`pip install -e .[ioh]`).")]
+    table_files = tables.write(runs, out, fixed["winners"])
     figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):
         name = plots.curves_figure(problem, runs, curves, out)
@@ -48,6 +59,13 @@ def build(runs_dir: Path, out: Path) -> dict:
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "cost": cost}
+    # the fixed-target analysis has its own page (many tables and figures), linked from the index
+    title = "Fixed-target analysis, uncertainty and ECDFs"
+    (out / "analysis.md").write_text("\n".join([f"# {title}", "", *_blocks_md(fixed["blocks"])]))
+    (out / "analysis.html").write_text("\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{title}</title>",
+        f"<style>{CSS}</style></head><body>", f"<h1>{title}</h1>", *_blocks_html(fixed["blocks"]),
+        "</body></html>", ""]))
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
     return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
@@ -98,6 +116,8 @@ def _markdown(ctx: dict) -> str:
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
         lines += ["No problem has a finite loss to build a profile from.", ""]
+    lines += ["## Fixed-target analysis, uncertainty, ECDFs", "", ANALYSIS_LINE.format(
+        md="[analysis.md](analysis.md)", html="[analysis.html](analysis.html)"), ""]
     failed = _failed(runs)
     if len(failed):
         lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
@@ -152,6 +172,8 @@ def _html(ctx: dict) -> str:
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
         parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+    parts += ["<h2>Fixed-target analysis, uncertainty, ECDFs</h2>", "<p>" + ANALYSIS_LINE.format(
+        md='<a href="analysis.md">analysis.md</a>', html='<a href="analysis.html">analysis.html</a>') + "</p>"]
     failed = _failed(runs)
     if len(failed):
         parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
@@ -162,6 +184,34 @@ def _html(ctx: dict) -> str:
     parts += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{esc(n)}</li>" for n in NOTES]
     parts += ["</ul></body></html>", ""]
     return "\n".join(parts)
+
+
+ANALYSIS_LINE = ("Runtimes to COCO/IOH targets and aRT on every cost axis, significance tests (Mann-Whitney U, "
+                 "Holm), scores against random search, ECDFs with AUC, the AlgoPerf profile score and the "
+                 "IOHanalyzer export: {md} · {html} (formulas: docs/analysis.md).")
+
+
+def _blocks_md(blocks) -> list[str]:
+    lines = []
+    for kind, content in blocks:
+        lines += {"h2": [f"## {content}", ""], "h3": [f"### {content}", ""], "p": [content, ""],
+                  "md": [content, ""], "img": [f"![{content}]({content})", ""]}[kind]
+    return lines
+
+
+def _blocks_html(blocks) -> list[str]:
+    esc = html.escape
+    render = {"h2": lambda c: f"<h2>{esc(c)}</h2>", "h3": lambda c: f"<h3>{esc(c)}</h3>",
+              "p": lambda c: f"<p>{_links(c)}</p>", "md": _md_table_to_html,
+              "img": lambda c: f'<a href="{esc(c)}"><img src="{esc(c)}" alt="{esc(c)}"></a>'}
+    return [render[kind](content) for kind, content in blocks]
+
+
+def _links(text: str) -> str:
+    """Escaped text with its Markdown links [name](href) as <a> elements."""
+    import re
+
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', html.escape(text, quote=False))
 
 
 def _md_table_to_html(text: str) -> str:

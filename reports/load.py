@@ -20,9 +20,11 @@ RUN_COLUMNS = [
     "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss", "final_metric", "best_metric",
     "metric_name", "metric_higher_is_better", "peak_memory_bytes", "peak_memory_method",
     "param_count", "device", "label", "harness", "git_commit", "python", "torch", "cpu", "gpu",
+    "forwards", "tokens", "flops", "mfu",
 ]
 NUMERIC = ["steps", "evals", "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss",
-           "final_metric", "best_metric", "peak_memory_bytes", "param_count"]
+           "final_metric", "best_metric", "peak_memory_bytes", "param_count",
+           "forwards", "tokens", "flops", "mfu"]   # cost totals (harness.costs); NaN for older runs
 
 
 def _num(value):
@@ -84,9 +86,12 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
             print(f"warning: {problem}", file=sys.stderr)
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(
             columns=["step", "evals", "time_s", "loss"])
-        for col in ("loss", "metric", "evals", "time_s"):
+        for col in ("loss", "metric", "evals", "time_s", "forwards", "tokens", "flops"):
             if col in frame:
                 frame[col] = frame[col].map(_num)
+        for col in ("forwards", "tokens", "flops"):   # cumulative costs: 0 before the first step
+            if col in frame:
+                frame.loc[frame["step"] == 0, col] = frame.loc[frame["step"] == 0, col].fillna(0.0)
         curves[run_id] = frame
     runs = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c != "label"])
     runs["label"] = _labels(runs, configs)

@@ -12,12 +12,35 @@ from reports.tables import slug
 
 import matplotlib.pyplot as plt  # noqa: E402  (after reports.style chose the Agg backend)
 
-X_AXES = {"evals": "evaluations (loss / objective calls)", "time_s": "optimizer wall-clock (s)"}
+X_AXES = {"evals": "evaluations (loss / objective calls)", "forwards": "forward-pass equivalents",
+          "time_s": "optimizer wall-clock (s)"}
+BOOTSTRAP = 1000
+SEED = 12345
+LABEL_CHARS = 22
+
+
+def short_label(label: str, chars: int = LABEL_CHARS) -> str:
+    """A legend label of at most `chars` characters ("cma [popsize=8, sigma0=...]" -> "cma [popsize=8, sig…]")."""
+    return label if len(label) <= chars else label[: chars - 1] + "…"
+
+
+def _grid(series, points: int) -> tuple[np.ndarray, bool]:
+    """A shared x grid spanning every seed; log-spaced (and a log axis) when the positive
+    x values span more than two decades."""
+    lo = min(s[0].min() for s in series)
+    hi = max(s[0].max() for s in series)
+    positive = np.concatenate([s[0][s[0] > 0] for s in series])
+    if positive.size and spans_decades([positive.min(), hi]):
+        return np.geomspace(positive.min(), hi, points), True
+    return (np.array([lo]) if hi <= lo else np.linspace(lo, hi, points)), False
 
 
 def _band(curves: list[pd.DataFrame], x: str, y: str, points: int = 200):
-    """Mean and min-max band of several seeds' y(x) on a shared grid spanning every seed;
-    a seed that ended earlier holds its last value (np.interp clamps at the ends)."""
+    """Median of several seeds' y(x) on a shared grid spanning every seed, and the 95%
+    percentile-bootstrap interval of that median (scipy.stats.bootstrap, seeded; none
+    for one seed); a seed that ended earlier holds its last value (np.interp clamps)."""
+    from scipy import stats
+
     series = []
     for c in curves:
         if x not in c or y not in c:
@@ -28,18 +51,20 @@ def _band(curves: list[pd.DataFrame], x: str, y: str, points: int = 200):
             series.append((d[x].to_numpy(float), d[y].to_numpy(float)))
     if not series:
         return None
-    lo = min(s[0].min() for s in series)
-    hi = max(s[0].max() for s in series)
-    if hi <= lo:
-        grid = np.array([lo])
-    else:
-        grid = np.linspace(lo, hi, points)
+    grid, log = _grid(series, points)
     ys = np.vstack([np.interp(grid, sx, sy) for sx, sy in series])
-    return grid, ys.mean(0), ys.min(0), ys.max(0), len(series)
+    med = np.median(ys, axis=0)
+    lo = hi = med
+    if len(series) > 1 and np.ptp(ys, axis=0).max() > 0:
+        res = stats.bootstrap((ys,), np.median, axis=0, vectorized=True, n_resamples=BOOTSTRAP,
+                              method="percentile", random_state=np.random.default_rng(SEED))
+        lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    return grid, med, lo, hi, len(series), log
 
 
 def curves_figure(problem: str, runs: pd.DataFrame, curves: dict, out: Path) -> str | None:
-    """2 x 2: (train loss, eval metric) against (evaluations, optimizer seconds)."""
+    """(train loss, eval metric) against each cost axis the runs recorded (evaluations,
+    forward-pass equivalents, optimizer seconds); legend below the panels."""
     sub = runs[(runs["problem"] == problem) & runs["status"].isin(["ok", "diverged"])]
     if sub.empty:
         return None
@@ -48,31 +73,39 @@ def curves_figure(problem: str, runs: pd.DataFrame, curves: dict, out: Path) -> 
     direction = ("higher is better" if bool(higher.iloc[0]) else "lower is better") if len(higher) else ""
     rows = [("loss", "train loss as recorded per step (lower is better)"),
             ("metric", f"{metric} at eval steps ({direction})")]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), squeeze=False)
+    x_axes = {x: lab for x, lab in X_AXES.items() if x != "forwards"
+              or all("forwards" in curves[r] for r in sub["run_id"])}
+    fig, axes = plt.subplots(2, len(x_axes), figsize=(5.2 * len(x_axes), 8.5), squeeze=False)
+    handles = {}
+    counts = {}
     for i, (y, ylabel) in enumerate(rows):
-        for j, (x, xlabel) in enumerate(X_AXES.items()):
+        for j, (x, xlabel) in enumerate(x_axes.items()):
             ax = axes[i][j]
             values = []
             for label, g in sub.groupby("label", sort=True):
                 band = _band([curves[r] for r in g["run_id"]], x, y)
                 if band is None:
                     continue
-                grid, mean, lo, hi, n = band
+                grid, med, lo, hi, n, log = band
                 c = colour(label)
-                ax.plot(grid, mean, color=c, lw=1.8, label=f"{label} (n={n})", marker="o" if len(grid) == 1 else None)
+                (line,) = ax.plot(grid, med, color=c, lw=1.8, marker="o" if len(grid) == 1 else None)
+                handles.setdefault(label, line)
+                counts[label] = max(counts.get(label, 0), n)
                 if n > 1:
                     ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
                 values.extend(np.concatenate([lo, hi]))
+                if log:
+                    ax.set_xscale("log")
             if spans_decades(values):
                 ax.set_yscale("log")
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(xlabel + (" (log)" if ax.get_xscale() == "log" else ""))
             ax.set_ylabel(ylabel if j == 0 else "")
             ax.grid(True, alpha=0.3)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=9, loc="best")
-    fig.suptitle(f"{problem}: mean over seeds (line), min-max band (shaded); "
-                 "a seed that ended earlier holds its last value", fontsize=12)
-    fig.tight_layout()
+    fig.legend(list(handles.values()), [f"{short_label(k)} (n={counts[k]})" for k in handles],
+               loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    fig.suptitle(f"{problem}: median over seeds (line), 95% bootstrap interval of the median (shaded); "
+                 "a seed that ended earlier holds its last value", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05 + 0.03 * ((len(handles) - 1) // 6), 1, 1))
     name = f"curves_{slug(problem)}.png"
     fig.savefig(out / name, dpi=110)
     plt.close(fig)

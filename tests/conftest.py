@@ -50,7 +50,7 @@ def load_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-TIME_FIELDS = ("time_s", "objective_s", "overhead_s")
+TIME_FIELDS = ("time_s", "objective_s", "overhead_s", "mfu")   # mfu = flops / time_s / peak (CUDA)
 
 
 def without_time(records: list[dict]) -> list[dict]:

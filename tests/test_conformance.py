@@ -98,6 +98,8 @@ def test_three_steps_then_kill_and_resume_is_exact(name, kind, tmp_path, monkeyp
     _, resumed = runner.resume(killed_dir, progress=False)
     assert resumed["status"] == "ok", resumed["reason"]
     assert without_time(load_jsonl(killed_dir / "metrics.jsonl")) == without_time(full)
+    # every adapter counts its forwards: each evaluation costs at least one (harness.costs)
+    assert all(r["forwards"] >= r["evals"] for r in full[1:]) and summary["forwards"] >= summary["evals"]
     assert resumed["final_loss"] == summary["final_loss"] and resumed["final_metric"] == summary["final_metric"]
 
 

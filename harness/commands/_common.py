@@ -18,6 +18,9 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--evals", type=int, help="stop once N loss/objective evaluations are used")
     group.add_argument("--time", type=float, dest="time_s", metavar="SECONDS",
                        help="stop once the optimizer has used this much wall-clock time")
+    group.add_argument("--forwards", type=float, metavar="N",
+                       help="stop once N forward-pass equivalents are used (a backward counts 2; "
+                            "the cost axis shared by ES, MeZO and Adam)")
 
 
 def add_set_argument(p: argparse.ArgumentParser) -> None:
@@ -53,11 +56,12 @@ def add_batch_arguments(p: argparse.ArgumentParser, runs_dir: str = "runs", devi
 def budget_from_args(args, default_steps: int | None = None):
     from harness.spec import Budget
 
-    if args.steps is None and args.evals is None and args.time_s is None:
+    forwards = args.forwards
+    if args.steps is None and args.evals is None and args.time_s is None and forwards is None:
         if default_steps is None:
             return None
         return Budget(steps=default_steps)
-    return Budget(steps=args.steps, evals=args.evals, time_s=args.time_s)
+    return Budget(steps=args.steps, evals=args.evals, time_s=args.time_s, forwards=forwards)
 
 
 def check_batch_args(args) -> None:

@@ -10,6 +10,11 @@ def add_arguments(p) -> None:
     p.add_argument("runs_dir_pos", nargs="?", metavar="RUNS_DIR", help="same as --runs-dir")
     p.add_argument("--runs-dir", default=None, help="directory of stored runs (default runs/)")
     p.add_argument("--out", required=True, help="output directory (created; files in it are replaced)")
+    p.add_argument("--targets", action="append", default=[], metavar="PROBLEM=v1,v2,...",
+                   help="targets of a problem in its metric's units (repeatable); default: COCO's 51 "
+                        "delta-f targets where the optimum is known, else 10 from the data (IOH)")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="e.g. 80GiB: a run whose peak memory exceeds it counts as unsuccessful on every target")
 
 
 def _check_writable(out) -> None:
@@ -29,6 +34,7 @@ def _check_writable(out) -> None:
 
 def main(args) -> int:
     from reports.index import build
+    from reports.targets import parse_bytes, parse_targets
 
     from pathlib import Path
 
@@ -38,7 +44,8 @@ def main(args) -> int:
     if not runs_dir.is_dir():
         raise UsageError(f"--runs-dir {runs_dir}: no such directory of runs")
     _check_writable(Path(args.out))
-    result = build(runs_dir, args.out)
+    given, limit = parse_targets(args.targets), parse_bytes(args.memory_limit)
+    result = build(runs_dir, args.out, given, limit)
     figs = result["figures"]
     n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
     print(f"report of {result['runs']} runs: {len(result['tables'])} problem tables, {n_figs} figures "

@@ -47,7 +47,7 @@ def main(args) -> int:
     logs = tracking.parse_log(args.log)   # checked once here; each child gets --log
     budget = budget_from_args(args, default_steps=None)
     if budget is None:
-        raise UsageError("no budget: give --steps N, --evals N or --time SECONDS")
+        raise UsageError("no budget: give --steps N, --evals N, --time SECONDS or --forwards N")
     # the intervals are checked where every run checks them (RunSpec), before anything runs
     RunSpec("", "", eval_every=args.eval_every, checkpoint_every=args.checkpoint_every or 0)
     sets = parse_set_args(args.set)
