@@ -136,12 +136,12 @@ class LowRankHooks:
         t = self.index[id(module.weight)]
         a, b = self.active["A"][t], self.active["B"][t]
         x = self._split(inputs[0])
-        y = out.reshape(x.shape[0], -1, out.shape[-1])
+        y = out.view(x.shape[0], -1, out.shape[-1])   # the layer's fresh output: changed in place
         bias = self.active["v"].get(id(module.bias)) if module.bias is not None else None
         if bias is not None:  # full-rank bias noise: replace b by b_i
-            y = y + (bias - module.bias).unsqueeze(1)
-        # y + (x B) A^T in one fused pass ([K, rows, r] x [K, r, m])
-        return torch.baddbmm(y, torch.bmm(x, b), a.transpose(1, 2)).reshape(out.shape)
+            y.add_((bias - module.bias).unsqueeze(1))
+        y.baddbmm_(torch.bmm(x, b), a.transpose(1, 2))  # += (x B) A^T: [K, rows, r] x [K, r, m]
+        return out
 
     def _embedding(self, module, inputs, out):
         if self.active is None or self._inside:
@@ -151,8 +151,8 @@ class LowRankHooks:
         k = self.active["k"]
         ids = inputs[0].reshape(k, -1)
         rows = torch.gather(a, 1, ids.unsqueeze(-1).expand(-1, -1, a.shape[-1]))   # [K, L, r]
-        y = out.reshape(k, -1, out.shape[-1])
-        return torch.baddbmm(y, rows, b.transpose(1, 2)).reshape(out.shape)
+        out.view(k, -1, out.shape[-1]).baddbmm_(rows, b.transpose(1, 2))
+        return out
 
     def _vector_module(self, module, inputs, out):
         """Recompute the module once per member with its vectors replaced (vmap)."""
