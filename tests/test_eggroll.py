@@ -74,12 +74,12 @@ def test_members_per_forward_chunks_give_the_same_fitness():
     assert chunked.evaluate_members(0, prob.batch(0), range(6)) == pytest.approx(whole, rel=1e-5)
 
 
-# Margin: about half of the measured drop (seed 0, 20 iterations, population 20):
-# 5.491 -> 4.723 (es with the same settings: 5.491 -> 4.801).
+# Margin: about half of the measured drop (seed 0, 20 iterations, population 20, qwen3's
+# recommended alpha 0.08): 5.491 -> 4.585 (es with its defaults: 5.491 -> 4.801).
 def test_eggroll_lowers_heldout_loss_on_qwen3_tiny(tmp_path):
     m = run_inprocess(tmp_path, "eggroll", 20, population=20)
     assert m[-1]["heldout_loss"] < m[0]["heldout_loss"] - MARGIN
     assert m[-1]["evals"] == 20 * 20
 
 
-MARGIN = 0.38
+MARGIN = 0.45
