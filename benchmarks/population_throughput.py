@@ -11,8 +11,9 @@ the weights are restored after each timed iteration (outside the timing).
 es batched is `es --set members_per_forward=N`, eggroll runs with its defaults
 (rank 1, all N members in one forward).
 
-Held-out loss: es and eggroll with their default hyperparameters (sigma 1e-2,
-alpha 5e-2, zscore shaping, population N) on qwen3-tiny for --evals member
+Held-out loss: es and eggroll with the hyperparameters a run gets by default
+(sigma 1e-2, zscore shaping, population N; alpha 5e-2 for es, 8e-2 for eggroll,
+qwen3's recommendation from a screen on seed 7) on qwen3-tiny for --evals member
 evaluations (evals / N iterations), seeds 0..--seeds-1, through the runner as a
 run does; the figure is the held-out loss (the problem's heldout_loss) at the end.
 """
@@ -35,14 +36,16 @@ import torch  # noqa: E402
 METHODS = {"es": ("es", {}), "es-batched": ("es", {"members_per_forward": None}), "eggroll": ("eggroll", {})}
 
 
-def throughput(problem: str, n: int, reps: int, overrides: dict) -> dict[str, float]:
-    """Members per second of each method on `problem` (median of reps, interleaved)."""
+def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=()) -> dict[str, float]:
+    """Members per second of each method on `problem` (median of reps, interleaved);
+    `chunks`: extra eggroll rows with members_per_forward=K."""
     from harness import registry
 
     prob = registry.problem(problem).create({k: str(v) for k, v in overrides.items()})
     prob.build(torch.device("cpu"))
     opts = {}
-    for label, (name, hp) in METHODS.items():
+    methods = dict(METHODS, **{f"eggroll-k{k}": ("eggroll", {"members_per_forward": k}) for k in chunks})
+    for label, (name, hp) in methods.items():
         hp = {k: (n if v is None else v) for k, v in hp.items()}
         opts[label] = registry.optimizer(name).build(prob, 0, population=n, **hp)
         opts[label].setup()
@@ -82,6 +85,8 @@ def main() -> None:
     ap.add_argument("--problems", default="qwen3-tiny,qwen3-small")
     ap.add_argument("--evals", type=int, default=1500, help="member evaluations per held-out run")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--eggroll-k", default="", help="extra eggroll rows with members_per_forward=K, e.g. 1,5")
+    ap.add_argument("--no-heldout", action="store_true", help="throughput only")
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in seconds")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -99,11 +104,13 @@ def main() -> None:
     print(f"members per second, population {n}, one torch thread, median of {args.reps} "
           f"interleaved iterations (scoring + update)")
     for problem in problems:
-        mps = throughput(problem, n, args.reps, overrides)
+        chunks = [int(k) for k in args.eggroll_k.split(",") if k]
+        mps = throughput(problem, n, args.reps, overrides, chunks)
         out["throughput"][problem] = mps
-        print(f"  {problem}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in mps.items())
-              + f"; es-batched/es {mps['es-batched'] / mps['es']:.2f}x, eggroll/es "
-              f"{mps['eggroll'] / mps['es']:.2f}x")
+        print(f"  {problem}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in mps.items()) + "; "
+              + ", ".join(f"{k}/es {v / mps['es']:.2f}x" for k, v in mps.items() if k != "es"))
+    if args.no_heldout:
+        return
     print(f"held-out loss on qwen3-tiny after {args.evals} member evaluations "
           f"({args.evals // n} iterations of {n}), default hyperparameters")
     for optimizer in ("es", "eggroll"):
