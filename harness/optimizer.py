@@ -59,6 +59,12 @@ class Optimizer:
         called before anything is built or written. Default: nothing."""
 
     @classmethod
+    def check_problem(cls, problem) -> None:
+        """Refuse (UsageError) a problem of a compatible kind that still lacks something
+        this optimizer needs; called on the constructed, unbuilt problem before anything
+        is written. Default: nothing."""
+
+    @classmethod
     def memory_model(cls, hp: dict[str, Any], facts) -> dict[str, int] | None:
         """Bytes per component this optimizer holds beyond the weights themselves at its
         peak, e.g. {"gradients": ..., "optimizer_states": ..., "noise": ...,

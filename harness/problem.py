@@ -74,6 +74,8 @@ class WeightsProblem(Problem):
 
     KINDS = ("weights",)
     model: torch.nn.Module | None = None     # set by build()
+    # True when sample_losses is implemented (batched member scoring: eggroll).
+    SAMPLE_LOSSES: bool = False
 
     def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The tensors weight-space optimizers change (in a fixed order)."""
@@ -91,6 +93,28 @@ class WeightsProblem(Problem):
         """The batch as [(piece, weight)] with weights summing to 1, for gradient
         accumulation when a whole batch does not fit one forward+backward. Default: one piece."""
         return [(batch, 1.0)]
+
+    def sample_losses(self, batch: Any) -> torch.Tensor:
+        """Per-sample losses [n] of self.model on batch in ONE forward over all its rows
+        (their mean is loss(batch) up to float rounding). Batched population methods
+        (eggroll) score K members in one forward of stack_batch(batch, K) through it.
+        Default: not offered (SAMPLE_LOSSES False)."""
+        raise NotImplementedError(f"{self.name} offers no per-sample loss")
+
+    def stack_batch(self, batch: Any, k: int) -> Any:
+        """batch repeated k times along dim 0, member-major: rows [m n, (m + 1) n) are copy m."""
+        if isinstance(batch, torch.Tensor):
+            return batch.repeat(k, *([1] * (batch.dim() - 1)))
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self.stack_batch(b, k) for b in batch)
+        if isinstance(batch, dict):
+            return {key: self.stack_batch(v, k) for key, v in batch.items()}
+        return batch
+
+    def micro_batches_per_step(self) -> int:
+        """How many micro-batches (example_batch) one step's batch holds, without building
+        anything: the planner scales one micro-batch's activations by it. Default 1."""
+        return 1
 
     def meta_model(self) -> torch.nn.Module | None:
         """The model as build() would make it (shapes, dtypes, trainable flags) on the

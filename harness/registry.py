@@ -78,6 +78,7 @@ class Entry:
         kind = compatible_kind(self.kinds, problem.KINDS, self.name, problem.name)
         hparams = resolve(self.schema_for(type(problem)), hp, f"optimizer {self.name!r}")
         self.factory.check_hparams(hparams)
+        self.factory.check_problem(problem)
         return self.factory(problem, hparams, seed, kind=kind, budget=budget)
 
 

@@ -128,6 +128,7 @@ class Prepared:
                              f"run it without torchrun (world size 1)")
         self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
         self.problem.check()
+        self.optimizer_class.check_problem(self.problem)
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
         self.threads = _threads(spec.threads, self.problem)
 

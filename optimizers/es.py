@@ -32,7 +32,7 @@ from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from optimizers._perturb import Perturber
+from optimizers._perturb import Perturber, tensor_noise
 
 
 def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
@@ -61,6 +61,9 @@ class ES(Optimizer):
         "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
                          choices=("standard", "nes")),
         "antithetic": Param(False, bool, "mirrored pairs (+eps, -eps); population must be even"),
+        "members_per_forward": Param(1, int, "members scored per batched forward (torch.func vmap "
+                                     "over K perturbed weight sets: memory K x weights); 1 = in place",
+                                     low=1),
     }
 
     # -- memory model (read by the planner) ------------------------------------
@@ -77,8 +80,15 @@ class ES(Optimizer):
         Conservative: the noise is freed before the forward, the sum over-counts."""
         numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
         noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
-        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes),
-                "population": int(cls.PER_MEMBER_BYTES * hp["population"])}
+        k = min(hp["members_per_forward"], hp["population"])
+        population = int(cls.PER_MEMBER_BYTES * hp["population"])
+        if k == 1:
+            return {"noise": int(noise), "activations": int(facts.forward_activation_bytes),
+                    "population": population}
+        # batched: K perturbed copies of the trainable weights, K of one tensor's fp32 noise
+        # while they are built, and a vmapped forward holding K micro-batches' activations
+        return {"batched_weights": int(k * facts.trainable_bytes), "noise": int(k * noise),
+                "activations": int(k * facts.forward_activation_bytes), "population": population}
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -109,6 +119,8 @@ class ES(Optimizer):
         only replayed costs one noise generation per tensor (Perturber.bounce).
         """
         sigma, wanted = self.hp["sigma"], list(indices)
+        if self.hp["members_per_forward"] > 1:
+            return self._evaluate_batched(step, batch, wanted)
         order = range(self.hp["population"]) if replay else wanted
         scored, scores = set(wanted), {}
         for j in order:
@@ -122,6 +134,32 @@ class ES(Optimizer):
             finally:
                 self.pert.add(seed, -sign * sigma)
         return [scores[j] for j in wanted]
+
+    @torch.no_grad()
+    def _evaluate_batched(self, step: int, batch, wanted: list[int]) -> list[float]:
+        """K members per forward: torch.func.functional_call vmapped over K perturbed copies
+        of the trainable tensors (w + sign sigma eps, rounded as Perturber.add rounds); the
+        weights themselves are never changed, so no restore and no replay is needed."""
+        from torch.func import functional_call, vmap
+
+        sigma, k = self.hp["sigma"], self.hp["members_per_forward"]
+        named = self.problem.trainable()
+        scorer = _LossModule(self.problem)
+        scores: list[float] = []
+        for start in range(0, len(wanted), k):
+            members = [self.member(step, j) for j in wanted[start:start + k]]
+            stacked = {}
+            for i, (name, p) in enumerate(named):
+                copies = [torch.add(p, tensor_noise(seed, i, p), alpha=sign * sigma)
+                          if p.dtype == torch.float32
+                          else tensor_noise(seed, i, p).mul_(sign * sigma).add_(p.float()).to(p.dtype)
+                          for seed, sign in members]
+                stacked["model." + name] = torch.stack(copies)
+                del copies
+            losses = vmap(lambda params: functional_call(scorer, params, (batch,)))(stacked)
+            del stacked
+            scores += (-losses.double()).tolist()
+        return scores
 
     def gather_fitness(self, step: int, batch) -> np.ndarray:
         """The fitness of every member, in member order (the one place they are assembled).
@@ -161,3 +199,16 @@ class ES(Optimizer):
             "sigma": self.hp["sigma"], "alpha": self.hp["alpha"],
             "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std()),
         })
+
+
+class _LossModule(torch.nn.Module):
+    """problem.loss as a module over problem.model, so torch.func.functional_call can swap
+    the model's tensors ("model.<name>") for one member's perturbed copies."""
+
+    def __init__(self, problem):
+        super().__init__()
+        self.model = problem.model
+        self._problem = [problem]   # a list: not registered as a submodule
+
+    def forward(self, batch):
+        return self._problem[0].loss(batch)

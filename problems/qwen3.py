@@ -103,9 +103,11 @@ class Qwen3Pretrain(WeightsProblem):
     }
     METRIC = "heldout_logprob"
     METRIC_HIGHER_IS_BETTER = True
+    SAMPLE_LOSSES = True
     EVAL_EVERY = 10
     # Chosen from short sweeps on qwen3-tiny (see docs/qwen3_and_es.md).
-    OPTIMIZER_DEFAULTS = {"adam": {"lr": 3e-3}, "mezo": {"lr": 1e-3, "eps": 1e-2}}
+    # eggroll alpha: a 4-point screen on seed 7 (docs/qwen3_and_es.md, eggroll).
+    OPTIMIZER_DEFAULTS = {"adam": {"lr": 3e-3}, "mezo": {"lr": 1e-3, "eps": 1e-2}, "eggroll": {"alpha": 8e-2}}
 
     def __init__(self, name, hparams, seed, *, shape: tuple):
         super().__init__(name, hparams, seed)
@@ -217,6 +219,15 @@ class Qwen3Pretrain(WeightsProblem):
         target, tmask = ids[:, 1:], mask[:, 1:].to(logits.dtype)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return (logp * tmask).sum(1) / tmask.sum(1).clamp_min(1.0)
+
+    def sample_losses(self, batch) -> torch.Tensor:
+        """-sample_logprob of every row in one forward (no micro-batching: a batched
+        population method sizes its forwards itself)."""
+        ids, mask = batch
+        return -self.sample_logprob(ids, mask)
+
+    def micro_batches_per_step(self) -> int:
+        return math.ceil(self.hp["samples"] / self.hp["micro_batch"])
 
     def loss(self, batch) -> torch.Tensor:
         """Negative fitness: -(mean over samples of the per-sample mean token log-prob)."""

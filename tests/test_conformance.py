@@ -32,7 +32,7 @@ SMALLEST = {
 }
 # Optimizer settings that keep 3 steps short (population sizes, budgets); nothing else.
 FAST = {
-    "es": {"population": 4}, "cma": {"popsize": 4}, "synflow": {"iterations": 3},
+    "es": {"population": 4}, "eggroll": {"population": 4}, "cma": {"popsize": 4}, "synflow": {"iterations": 3},
     "synflow-cma": {"popsize": 4, "iterations": 3}, "genome": {"population": 4, "iterations": 3},
     "genome+": {"population": 4, "iterations": 3}, "random": {"batch": 2}, "nevergrad": {"budget": 6},
 }
@@ -75,7 +75,7 @@ def _run(tmp_path, name, kind, steps=3, kill_at=0):
 
 
 def test_every_optimizer_has_a_case():
-    assert len(CASES) >= len(registry.OPTIMIZERS) == 14
+    assert len(CASES) >= len(registry.OPTIMIZERS) == 15
     assert {kind for _, kind in CASES} <= set(SMALLEST)
 
 

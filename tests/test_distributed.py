@@ -48,6 +48,8 @@ def _two_processes(tmp_path, optimizer, steps, overrides):
 @pytest.mark.parametrize("optimizer,overrides", [
     ("es", {"population": 5}),        # uneven shards: 3 members on rank 0, 2 on rank 1
     ("mezo", {}),                     # l+ on rank 0, l- on rank 1
+    # members 0-1 on rank 0, 2-3 on rank 1: the same forwards of 2 stacked members as one process
+    ("eggroll", {"population": 4, "members_per_forward": 2}),
 ])
 def test_two_processes_are_bit_identical_to_one(tmp_path, one_thread, optimizer, overrides):
     one, s1 = _one_process(tmp_path, optimizer, 4, overrides)

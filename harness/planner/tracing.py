@@ -42,6 +42,8 @@ class ModelFacts:
     backward_activation_bytes: int = 0  # extra peak of forward+backward of one micro-batch, grads excluded
     saved_activation_bytes: int = 0   # of which: tensors autograd saves for backward (information)
     dtype_bytes: int = 4              # element size of the trainable weights
+    low_rank_count: int = 0           # sum of rows + cols over 2-D trainable tensors (low-rank noise)
+    micro_batches_per_step: int = 1   # micro-batches in one step's batch (problem.micro_batches_per_step)
     model_modules: tuple[str, ...] = ()  # modules defining the model's classes (framework RSS)
 
 
@@ -185,6 +187,8 @@ def model_facts(problem, device_type: str = "cpu", shadow=None) -> ModelFacts | 
         backward_activation_bytes=live.peak,
         saved_activation_bytes=sum(saved.values()),
         dtype_bytes=trainable[0].element_size() if trainable else 4,
+        low_rank_count=sum(p.shape[0] + p.shape[1] for p in trainable if p.dim() == 2),
+        micro_batches_per_step=int(shadow.micro_batches_per_step()),
         model_modules=tuple(sorted({type(m).__module__ for m in model.modules()})),
     )
 

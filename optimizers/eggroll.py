@@ -1,0 +1,295 @@
+"""EGGROLL: evolution strategies with low-rank perturbations (Sarkar et al. 2025,
+"Evolution Strategies at the Hyperscale"; reference code ESHyperscale/HyperscaleES).
+
+Member i perturbs every 2-D weight W (m x n) of the trainable tensors by
+sigma * E_i with E_i = A_i B_i^T / sqrt(r), A_i (m x r), B_i (n x r) standard
+normal (so every entry of E_i has unit variance, as es's full-rank noise). The
+factors of tensor t are drawn by a torch.Generator seeded with
+derive_seed(member seed, t), regenerated whenever needed, never stored.
+
+Scoring: W + sigma E_i is never formed. K members share one forward over the
+shared batch stacked K times (problem.stack_batch, member-major rows); forward
+hooks on the nn.Linear / nn.Embedding modules that own a perturbed weight add
+each member's low-rank term to the layer's output:
+  Linear:    y_i = x_i W^T + sigma (x_i B_i) A_i^T / sqrt(r)
+  Embedding: y_i = W[ids_i] + sigma A_i[ids_i] B_i^T / sqrt(r)
+(a tied weight, e.g. Qwen3's embedding and lm_head, gets the same E_i in both).
+The model's code is unchanged (transformers' Qwen3, the digits MLP): the hooks
+only need every layer to see the batch dimension first. Vectors (norms,
+biases) are left unperturbed (vectors=unperturbed, the default) or perturbed full-rank
+per member (vectors=full: noise as es draws it; biases added in the Linear hook,
+other modules recomputed per member with torch.func.vmap over functional_call).
+members_per_forward=K chunks the population (memory grows with K).
+
+Update (shaping shared with es: optimizers.es.shape_fitness), in fp32, one matmul
+per weight:  W += c * A diag(F) B^T / sqrt(r)  with A = [A_1 .. A_N] (m x N r),
+F the shaped fitness times the sign (antithetic pairs share a seed), and
+c = alpha / N (standard, EA4LLM scaling, as es) or alpha / (N sigma) (nes).
+Distributed: each rank scores its shard (distributed.evaluate_population), only
+the N fitness values are exchanged; the weights never change while scoring, so
+no replay is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness import distributed
+from harness.errors import UsageError
+from harness.optimizer import Optimizer, StepResult
+from harness.params import Param
+from harness.registry import register_optimizer
+from harness.seeding import derive_seed
+from optimizers._perturb import tensor_noise
+from optimizers.es import shape_fitness
+
+
+def low_rank_factors(seed: int, index: int, like: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 (A [m, r], B [n, r]) of 2-D tensor `index` for member `seed`, on like's device."""
+    m, n = like.shape
+    g = torch.Generator(device=like.device)
+    g.manual_seed(derive_seed(seed, index))
+    z = torch.randn((m + n) * rank, generator=g, device=like.device, dtype=torch.float32)
+    return z[: m * rank].view(m, rank), z[m * rank:].view(n, rank)
+
+
+class LowRankHooks:
+    """Forward hooks that add K members' perturbations inside the layers of a model.
+
+    Inactive (no members set) the hooks return None and the model is untouched, so
+    the held-out evaluation sees the unperturbed centre."""
+
+    def __init__(self, model: nn.Module, named_params, vectors: str):
+        params = [p for _, p in named_params]
+        index = {id(p): i for i, p in enumerate(params)}
+        self.matrices: dict[int, torch.Tensor] = {}   # tensor index -> 2-D weight
+        self.vectors: dict[int, torch.Tensor] = {}    # tensor index -> 1-D tensor perturbed full-rank
+        self.handles = []
+        self.active: dict | None = None
+        self._inside = False
+        owned = set()
+        for module in model.modules():
+            own = {name: p for name, p in module.named_parameters(recurse=False) if id(p) in index}
+            if isinstance(module, (nn.Linear, nn.Embedding)) and "weight" in own and own["weight"].dim() == 2:
+                self.matrices[index[id(own["weight"])]] = own["weight"]
+                owned.add(id(own["weight"]))
+                hook = self._linear if isinstance(module, nn.Linear) else self._embedding
+                self.handles.append(module.register_forward_hook(hook))
+                if isinstance(module, nn.Linear) and "bias" in own:
+                    owned.add(id(own["bias"]))
+                    if vectors == "full":
+                        self.vectors[index[id(own["bias"])]] = own["bias"]
+                continue
+            vec = {name: p for name, p in own.items() if p.dim() == 1}
+            if vec and vectors == "full":
+                for p in vec.values():
+                    owned.add(id(p))
+                    self.vectors[index[id(p)]] = p
+                self.handles.append(module.register_forward_hook(self._vector_module))
+            if vectors == "unperturbed":
+                owned.update(id(p) for p in vec.values())
+        stray = [name for name, p in named_params if id(p) not in owned]
+        if stray:
+            raise UsageError(f"eggroll: trainable tensors {stray[:3]} are neither the weight of an "
+                             f"nn.Linear/nn.Embedding nor a vector; eggroll cannot perturb them")
+        self.index = index
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    # -- members -------------------------------------------------------------------
+    def set_members(self, members: list[tuple[int, float]], sigma: float, rank: int) -> None:
+        """Activate K members [(seed, sign)]: their factors (A scaled by sign sigma / sqrt(r))
+        and vector noises, stacked over members, for one forward."""
+        k = len(members)
+        scale = torch.tensor([sign * sigma / math.sqrt(rank) for _, sign in members])
+        act: dict = {"k": k, "A": {}, "B": {}, "v": {}}
+        for t, w in self.matrices.items():
+            fac = [low_rank_factors(seed, t, w, rank) for seed, _ in members]
+            a = torch.stack([f[0] for f in fac]) * scale.to(w.device).view(k, 1, 1)
+            act["A"][t] = a.to(w.dtype)
+            act["B"][t] = torch.stack([f[1] for f in fac]).to(w.dtype)
+        for t, v in self.vectors.items():
+            eps = torch.stack([tensor_noise(seed, t, v) for seed, _ in members])
+            act["v"][id(v)] = (v.float() + eps * (scale * math.sqrt(rank)).to(v.device).view(k, 1)).to(v.dtype)
+        self.active = act
+
+    def clear(self) -> None:
+        self.active = None
+
+    # -- hooks -----------------------------------------------------------------------
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.active["k"]
+        if x.shape[0] % k:
+            raise RuntimeError(f"eggroll: a layer saw {x.shape[0]} rows for {k} members; the model "
+                               "must keep the batch dimension first")
+        return x.reshape(k, -1, x.shape[-1])
+
+    def _linear(self, module, inputs, out):
+        if self.active is None or self._inside:
+            return None
+        t = self.index[id(module.weight)]
+        a, b = self.active["A"][t], self.active["B"][t]
+        x = self._split(inputs[0])
+        y = out.view(x.shape[0], -1, out.shape[-1])   # the layer's fresh output: changed in place
+        bias = self.active["v"].get(id(module.bias)) if module.bias is not None else None
+        if bias is not None:  # full-rank bias noise: replace b by b_i
+            y.add_((bias - module.bias).unsqueeze(1))
+        y.baddbmm_(torch.bmm(x, b), a.transpose(1, 2))  # += (x B) A^T: [K, rows, r] x [K, r, m]
+        return out
+
+    def _embedding(self, module, inputs, out):
+        if self.active is None or self._inside:
+            return None
+        t = self.index[id(module.weight)]
+        a, b = self.active["A"][t], self.active["B"][t]
+        k = self.active["k"]
+        ids = inputs[0].reshape(k, -1)
+        rows = torch.gather(a, 1, ids.unsqueeze(-1).expand(-1, -1, a.shape[-1]))   # [K, L, r]
+        out.view(k, -1, out.shape[-1]).baddbmm_(rows, b.transpose(1, 2))
+        return out
+
+    def _vector_module(self, module, inputs, out):
+        """Recompute the module once per member with its vectors replaced (vmap)."""
+        if self.active is None or self._inside:
+            return None
+        k = self.active["k"]
+        names = {name: p for name, p in module.named_parameters(recurse=False) if id(p) in self.active["v"]}
+        x = inputs[0]
+        xs = x.reshape(k, x.shape[0] // k, *x.shape[1:])
+
+        def one(vecs, xi):
+            return torch.func.functional_call(module, vecs, (xi,))
+
+        self._inside = True
+        try:
+            y = torch.func.vmap(one)({n: self.active["v"][id(p)] for n, p in names.items()}, xs)
+        finally:
+            self._inside = False
+        return y.reshape(out.shape)
+
+
+@register_optimizer("eggroll", kinds=["weights"],
+                    description="EGGROLL: low-rank ES, K members per batched forward, full-rank "
+                                "fp32 update (Sarkar et al. 2025)")
+class Eggroll(Optimizer):
+    DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced (as es)
+    PARAMS = {
+        "population": Param(30, int, "members per iteration (N)", low=2),
+        "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),
+        "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
+        "alpha": Param(5e-2, float, "step size", low=0.0),
+        "shaping": Param("zscore", str, "fitness shaping (as es)", choices=("zscore", "rank")),
+        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
+                         choices=("standard", "nes")),
+        "antithetic": Param(False, bool, "mirrored pairs (+E, -E); population must be even"),
+        "members_per_forward": Param(None, int, "members stacked in one forward (default: all)",
+                                     low=1, optional=True),
+        "vectors": Param("unperturbed", str, "1-D tensors (norms, biases): unperturbed, or "
+                         "full = full-rank noise per member", choices=("unperturbed", "full")),
+    }
+
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if hp["antithetic"] and hp["population"] % 2:
+            n = hp["population"]
+            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
+                             f"(e.g. population={n + 1})")
+
+    @classmethod
+    def memory_model(cls, hp: dict, facts) -> dict[str, int]:
+        """Beyond the weights: one chunk's factors (K r (m + n) fp32 numbers over the 2-D
+        tensors) and, at the update, all N members' factors of the largest tensor (bounded
+        by N r (m + n) summed) plus an fp32 delta of it; the activations of one forward
+        over K stacked copies of the step's batch (K x micro-batches x one micro-batch)."""
+        k = min(hp["members_per_forward"] or hp["population"], hp["population"])
+        factors = 4 * hp["rank"] * facts.low_rank_count * (k + hp["population"])
+        delta = 4 * facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
+        acts = k * max(facts.micro_batches_per_step, 1) * facts.forward_activation_bytes
+        return {"noise": int(factors + delta), "activations": int(acts)}
+
+    @classmethod
+    def check_problem(cls, problem) -> None:
+        if not problem.SAMPLE_LOSSES:
+            raise UsageError(f"eggroll needs per-sample losses, which {problem.name} does not "
+                             "offer (problem.sample_losses); use es on it")
+
+    # -- lifecycle -------------------------------------------------------------
+    def setup(self) -> None:
+        self.params = self.problem.trainable()
+        self.hooks = LowRankHooks(self.problem.model, self.params, self.hp["vectors"])
+
+    def member(self, step: int, j: int) -> tuple[int, float]:
+        """(noise seed, sign) of member j of iteration `step`."""
+        if self.hp["antithetic"]:
+            return derive_seed(self.seed, "eggroll", step, j // 2), (1.0 if j % 2 == 0 else -1.0)
+        return derive_seed(self.seed, "eggroll", step, j), 1.0
+
+    @torch.no_grad()
+    def evaluate_members(self, step: int, batch, indices) -> list[float]:
+        """Fitness (= -mean sample loss) of the listed members, K per stacked forward."""
+        indices = list(indices)
+        k = self.hp["members_per_forward"] or max(len(indices), 1)
+        scores: list[float] = []
+        for start in range(0, len(indices), k):
+            chunk = indices[start:start + k]
+            self.hooks.set_members([self.member(step, j) for j in chunk], self.hp["sigma"], self.hp["rank"])
+            try:
+                losses = self.problem.sample_losses(self.problem.stack_batch(batch, len(chunk)))
+            finally:
+                self.hooks.clear()
+            scores += (-losses.float().view(len(chunk), -1).mean(1)).tolist()
+        return scores
+
+    def gather_fitness(self, step: int, batch) -> np.ndarray:
+        def score(indices):
+            return self.evaluate_members(step, batch, indices)
+
+        return np.asarray(distributed.evaluate_population(self.hp["population"], score, self.problem.device),
+                          dtype=np.float64)
+
+    @torch.no_grad()
+    def update(self, step: int, fitness: np.ndarray) -> None:
+        n, sigma, alpha, r = self.hp["population"], self.hp["sigma"], self.hp["alpha"], self.hp["rank"]
+        shaped = shape_fitness(fitness, self.hp["shaping"])
+        scale = alpha / n if self.hp["scaling"] == "standard" else alpha / (n * sigma)
+        coef: dict[int, float] = {}
+        for j in range(n):  # antithetic partners share a seed: one regeneration per pair
+            seed, sign = self.member(step, j)
+            coef[seed] = coef.get(seed, 0.0) + scale * sign * float(shaped[j])
+        seeds = list(coef)
+        for t, w in self.hooks.matrices.items():
+            fac = [low_rank_factors(s, t, w, r) for s in seeds]
+            a = torch.cat([f[0] for f in fac], 1)                     # [m, U r]
+            b = torch.cat([f[1] for f in fac], 1)                     # [n, U r]
+            c = torch.tensor([coef[s] for s in seeds], device=w.device).repeat_interleave(r) / math.sqrt(r)
+            _apply(w, (a * c) @ b.T)
+        for t, v in self.hooks.vectors.items():
+            acc = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+            for s in seeds:
+                acc.add_(tensor_noise(s, t, v), alpha=coef[s])
+            _apply(v, acc)
+
+    def step(self, step: int) -> StepResult:
+        batch = self.problem.batch(step)
+        fitness = self.gather_fitness(step, batch)
+        losses = -fitness
+        extra = {"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]}
+        if not np.all(np.isfinite(fitness)):
+            return StepResult(loss=float("nan"), evals=len(fitness), extra=extra)
+        self.update(step, fitness)
+        return StepResult(loss=float(losses.mean()), evals=len(fitness), extra={
+            **extra, "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std())})
+
+
+def _apply(w: torch.Tensor, delta: torch.Tensor) -> None:
+    """w += delta (fp32), rounded once to w's dtype."""
+    if w.dtype == torch.float32:
+        w.add_(delta)
+    else:
+        w.copy_(w.float() + delta)
