@@ -281,9 +281,9 @@ class Eggroll(Optimizer):
         losses = -fitness
         extra = {"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]}
         if not np.all(np.isfinite(fitness)):
-            return StepResult(loss=float("nan"), evals=len(fitness), extra=extra)
+            return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness), extra=extra)
         self.update(step, fitness)
-        return StepResult(loss=float(losses.mean()), evals=len(fitness), extra={
+        return StepResult(loss=float(losses.mean()), evals=len(fitness), forwards=len(fitness), extra={
             **extra, "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std())})
 
 
