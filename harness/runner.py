@@ -176,6 +176,7 @@ class Runner:
         p = self.p
         seed_everything(p.spec.seed)
         self.mem.reset()
+        p.problem.attach_run_dir(self.dir)
         p.problem.build(p.device)
         if p.problem.OBJECTIVE_METHODS:
             self.clock = ObjectiveClock(p.problem)

@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import plots, profile, tables
+from reports import coco, plots, profile, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -43,14 +43,16 @@ def build(runs_dir: Path, out: Path) -> dict:
     cost.to_csv(out / "profile_costs.csv", index=False)
     figures["profile"] = profile.figure(cost, out)
     runs.to_csv(out / "runs.csv", index=False)
+    cocopp_result = coco.build(runs, runs_dir, out)   # None: no bbob runs
     sweep = store.read_json(runs_dir / "sweep.json") if (runs_dir / "sweep.json").exists() else {}
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost}
+           "cost": cost, "coco": cocopp_result}
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
-    return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
+    return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures,
+            "coco": cocopp_result}
 
 
 NOTES = [
@@ -98,6 +100,8 @@ def _markdown(ctx: dict) -> str:
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
         lines += ["No problem has a finite loss to build a profile from.", ""]
+    if ctx["coco"]:
+        lines += ["## COCO post-processing (cocopp)", "", _coco_line(ctx["coco"], markdown=True), ""]
     failed = _failed(runs)
     if len(failed):
         lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
@@ -152,6 +156,8 @@ def _html(ctx: dict) -> str:
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
         parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+    if ctx["coco"]:
+        parts += ["<h2>COCO post-processing (cocopp)</h2>", f"<p>{_coco_line(ctx['coco'], markdown=False)}</p>"]
     failed = _failed(runs)
     if len(failed):
         parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
@@ -162,6 +168,16 @@ def _html(ctx: dict) -> str:
     parts += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{esc(n)}</li>" for n in NOTES]
     parts += ["</ul></body></html>", ""]
     return "\n".join(parts)
+
+
+def _coco_line(result: dict, markdown: bool) -> str:
+    """One line: the link to cocopp's pages, or why there are none."""
+    note = result["note"] if markdown else html.escape(result["note"])
+    if not result["index"]:
+        return note
+    link = (f"[cocopp's report]({result['index']})" if markdown
+            else f'<a href="{html.escape(result["index"])}">cocopp\'s report</a>')
+    return f"{link}: {note}."
 
 
 def _md_table_to_html(text: str) -> str:
