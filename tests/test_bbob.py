@@ -104,3 +104,26 @@ def test_killed_and_resumed_run_logs_each_evaluation_once(tmp_path, monkeypatch)
     assert s["status"] == "ok" and s["evals"] == 27
     assert _coco_evals(run_dir) == 27
     assert [p.name for p in run_dir.iterdir() if p.name.startswith("coco")] == ["coco"]
+
+
+@pytest.mark.slow
+def test_report_runs_cocopp_offline_on_the_bbob_runs_and_links_it(tmp_path):
+    """Two optimizers on one function, two instances each (pooled: one label per optimizer)."""
+    from reports.index import build
+
+    runs = tmp_path / "runs"
+    for opt in ("cma", "random"):
+        for instance in (1, 2):
+            run(RunSpec(optimizer=opt, problem="bbob-f1-d2", seed=0, budget=Budget(evals=40),
+                        runs_dir=str(runs), checkpoint_every=0, overrides={"problem.instance": str(instance)}),
+                progress=False)
+    close_coco_log()
+    result = build(runs, tmp_path / "report")
+    coco = tmp_path / "report" / "coco"
+    assert result["coco"]["index"] == "coco/index.html", (coco / "cocopp.log").read_text()[-2000:]
+    assert sorted(p.name for p in (coco / "data").iterdir()) == ["cma", "random"]
+    assert len(list((coco / "data" / "cma").glob("*/*.info"))) == 2
+    assert list(coco.glob("*/pprldmany_02D_noiselessall.png"))
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "](coco/index.html)" in index and "cocopp" in index
+    assert "[instance=" not in index          # instances pooled like seeds
