@@ -127,3 +127,18 @@ def test_report_runs_cocopp_offline_on_the_bbob_runs_and_links_it(tmp_path):
     index = (tmp_path / "report" / "index.md").read_text()
     assert "](coco/index.html)" in index and "cocopp" in index
     assert "[instance=" not in index          # instances pooled like seeds
+
+
+def test_when_cocopp_fails_the_report_says_so_in_one_line(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from reports import coco
+
+    (tmp_path / "runs" / "r1" / "coco").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "coco" / "bbobexp_f1.info").write_text("not COCO data\n")
+    runs = pd.DataFrame([{"run_id": "r1", "family": "bbob", "label": "cma"}])
+    monkeypatch.setattr(coco, "_OFFLINE_MAIN", "raise SystemExit('cocopp exploded')")
+    result = coco.build(runs, tmp_path / "runs", tmp_path / "report")
+    assert result["index"] is None and "\n" not in result["note"]
+    assert "could not post-process the 1 bbob runs" in result["note"] and "cocopp exploded" in result["note"]
+    assert coco.build(runs.assign(family="digits"), tmp_path / "runs", tmp_path / "report") is None
