@@ -8,37 +8,17 @@ Markdown table, the same as CSV, and a PNG bar chart on a log scale.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from harness import registry, store
+from harness.registry import select_problems
 from harness.errors import UsageError
 from harness.params import route_sets, unused_sets
 
 GiB = 2**30
 POPULATION_KEYS = ("population", "popsize", "pop_size")
-
-
-def _natural(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def select_problems(spec: str) -> list[str]:
-    registry.load_all()
-    names = []
-    for part in (s.strip() for s in spec.split(",")):
-        if not part:
-            continue
-        matched = sorted(fnmatch.filter(registry.PROBLEMS, part), key=_natural)
-        if not matched:
-            registry.problem(part)  # raises with close matches
-        names += [m for m in matched if m not in names]
-    if not names:
-        raise UsageError(f"--problems {spec!r}: no registered problem matches")
-    return names
 
 
 def _pair_sets(opt: str, prob: str, overrides: dict, population: int | None) -> dict:

@@ -35,6 +35,9 @@ class Problem:
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper, data set or library this problem follows (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # Hyperparameters that pick one trial of the same problem (bbob: the COCO instance):
+    # reports pool runs that differ only in these, as they pool seeds.
+    TRIAL_PARAMS: tuple[str, ...] = ()
 
     def __init__(self, name: str, hparams: dict[str, Any], seed: int):
         self.name = name
@@ -43,6 +46,11 @@ class Problem:
         self.device = torch.device("cpu")
 
     # -- lifecycle -----------------------------------------------------------
+    def attach_run_dir(self, run_dir) -> None:
+        """Called by the runner before build() with the run's directory (which holds
+        config.json), for problems that leave their own files there (bbob: COCO data).
+        Default: nothing. Problems built outside a run never get it."""
+
     def check(self) -> None:
         """Validate inputs without allocating (raise UsageError); default: nothing."""
 

@@ -12,8 +12,10 @@ name with other defaults (optax's `nadamw = partial(adamw, nesterov=True)`).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -181,6 +183,31 @@ def optimizer(name: str) -> Entry:
 
 def problem(name: str) -> Entry:
     return _lookup(PROBLEMS, name, "problem")
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def select_problems(spec: str) -> list[str]:
+    """Registered problem names from a comma-separated list of names or shell patterns
+    (`bbob-f*-d5`, fnmatch over registered names), in natural order within each pattern,
+    without repeats. A part matching nothing is a UsageError with close names."""
+    load_all()
+    names = []
+    for part in (s.strip() for s in spec.split(",")):
+        if not part:
+            continue
+        matched = sorted(fnmatch.filter(PROBLEMS, part), key=_natural)
+        if not matched:
+            if any(c in part for c in "*?["):
+                raise UsageError(f"--problems {part!r}: no registered problem matches this pattern "
+                                 "(see `python -m harness list problems`)")
+            problem(part)  # raises with close matches
+        names += [m for m in matched if m not in names]
+    if not names:
+        raise UsageError(f"--problems {spec!r}: no registered problem matches")
+    return names
 
 
 def compatible_kind(opt_kinds, prob_kinds, opt_name: str, prob_name: str) -> str:

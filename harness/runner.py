@@ -228,6 +228,7 @@ class Runner:
             torch.set_num_threads(p.threads)
         seed_everything(p.spec.seed)
         self.mem.reset()
+        p.problem.attach_run_dir(self.dir)
         p.problem.build(p.device)
         if p.problem.OBJECTIVE_METHODS:
             self.clock = ObjectiveClock(p.problem)

@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import analysis, ioh_export, plots, profile, tables
+from reports import analysis, coco, ioh_export, plots, profile, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -54,11 +54,12 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     cost.to_csv(out / "profile_costs.csv", index=False)
     figures["profile"] = profile.figure(cost, out)
     runs.to_csv(out / "runs.csv", index=False)
+    cocopp_result = coco.build(runs, runs_dir, out)   # None: no bbob runs
     sweep = store.read_json(runs_dir / "sweep.json") if (runs_dir / "sweep.json").exists() else {}
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost}
+           "cost": cost, "coco": cocopp_result}
     # the fixed-target analysis has its own page (many tables and figures), linked from the index
     title = "Fixed-target analysis, uncertainty and ECDFs"
     (out / "analysis.md").write_text("\n".join([f"# {title}", "", *_blocks_md(fixed["blocks"])]))
@@ -68,7 +69,8 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         "</body></html>", ""]))
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
-    return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures}
+    return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures,
+            "coco": cocopp_result}
 
 
 NOTES = [
@@ -118,6 +120,8 @@ def _markdown(ctx: dict) -> str:
         lines += ["No problem has a finite loss to build a profile from.", ""]
     lines += ["## Fixed-target analysis, uncertainty, ECDFs", "", ANALYSIS_LINE.format(
         md="[analysis.md](analysis.md)", html="[analysis.html](analysis.html)"), ""]
+    if ctx["coco"]:
+        lines += ["## COCO post-processing (cocopp)", "", _coco_line(ctx["coco"], markdown=True), ""]
     failed = _failed(runs)
     if len(failed):
         lines += ["## Runs that did not finish ok", "", failed.to_markdown(index=False), ""]
@@ -174,6 +178,8 @@ def _html(ctx: dict) -> str:
         parts.append("<p>No problem has a finite loss to build a profile from.</p>")
     parts += ["<h2>Fixed-target analysis, uncertainty, ECDFs</h2>", "<p>" + ANALYSIS_LINE.format(
         md='<a href="analysis.md">analysis.md</a>', html='<a href="analysis.html">analysis.html</a>') + "</p>"]
+    if ctx["coco"]:
+        parts += ["<h2>COCO post-processing (cocopp)</h2>", f"<p>{_coco_line(ctx['coco'], markdown=False)}</p>"]
     failed = _failed(runs)
     if len(failed):
         parts += ["<h2>Runs that did not finish ok</h2>", _table_html(failed)]
@@ -212,6 +218,16 @@ def _links(text: str) -> str:
     import re
 
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', html.escape(text, quote=False))
+
+
+def _coco_line(result: dict, markdown: bool) -> str:
+    """One line: the link to cocopp's pages, or why there are none."""
+    note = result["note"] if markdown else html.escape(result["note"])
+    if not result["index"]:
+        return note
+    link = (f"[cocopp's report]({result['index']})" if markdown
+            else f'<a href="{html.escape(result["index"])}">cocopp\'s report</a>')
+    return f"{link}: {note}."
 
 
 def _md_table_to_html(text: str) -> str:

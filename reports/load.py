@@ -46,6 +46,15 @@ def _family(problem: str) -> str:
         return problem.rsplit("-", 1)[0]
 
 
+def _trial_params(problem: str) -> tuple[str, ...]:
+    from harness import registry
+
+    try:
+        return registry.problem(problem).factory.TRIAL_PARAMS
+    except Exception:  # a run of a problem this checkout does not register
+        return ()
+
+
 def _read(path: Path) -> dict:
     try:
         return store.read_json(path)
@@ -78,8 +87,10 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
             row[key] = _num(summary.get(key))
         row["family"] = _family(row["problem"])
         rows.append(row)
+        trials = _trial_params(row["problem"])   # pooled like seeds: not part of the label
         configs[run_id] = {"budget": cfg.get("budget"), "optimizer_params": cfg.get("optimizer_params", {}),
-                           "problem_params": cfg.get("problem_params", {})}
+                           "problem_params": {k: v for k, v in (cfg.get("problem_params") or {}).items()
+                                              if k not in trials}}
         problems: list[str] = []
         records = store.read_metrics(run_dir / "metrics.jsonl", problems)
         for problem in problems:   # a curve with a hole says so, never stops short silently
@@ -101,7 +112,8 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 def _labels(runs: pd.DataFrame, configs: dict) -> list[str]:
     """The optimizer's name, plus the settings that differ when one optimizer appears on
-    one problem with several configurations (so their seeds are never pooled)."""
+    one problem with several configurations (so their seeds are never pooled). A problem's
+    TRIAL_PARAMS (bbob's instance) are left out: those runs are pooled like seeds."""
     labels = {}
     for (_, opt), group in runs.groupby(["problem", "optimizer"], sort=False):
         flat = {rid: _flatten(configs[rid]) for rid in group["run_id"]}

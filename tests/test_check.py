@@ -9,7 +9,7 @@ from harness.cli import main as cli_main
 
 
 def _entry(**kw):
-    e = {"optimizer": "cma", "problem": "sphere-2", "seeds": [0, 1], "budget": {"evals": 60}, "sets": {},
+    e = {"optimizer": "cma", "problem": "bbob-f1-d2", "seeds": [0, 1], "budget": {"evals": 60}, "sets": {},
          "expected": None}
     e.update(kw)
     return e
@@ -41,7 +41,7 @@ def test_committed_reference_covers_the_suite():
     keys = {regression.entry_key(e) for e in ref["entries"]}
     for opt in ("es", "mezo", "adam", "cma"):
         assert any(k.startswith(f"{opt}:") for k in keys), opt
-    assert {"tpe:sphere-10", "random:sphere-10", "es:qwen3-tiny", "adam:digits-mlp"} <= keys
+    assert {"tpe:bbob-f1-d10", "random:bbob-f1-d10", "es:qwen3-tiny", "adam:digits-mlp"} <= keys
     for e in ref["entries"]:
         assert len(e["seeds"]) >= 2
         if regression.runnable(e) is None:       # registered here: expectations must be stored
@@ -53,14 +53,14 @@ def test_check_update_then_pass_then_fail_with_a_diff(cli, tmp_path):
     ref = tmp_path / "reference.json"
     ref.write_text(json.dumps({"entries": [_entry(), _entry(optimizer="nosuch-opt")]}))
     runs = str(tmp_path / "runs")
-    up = cli("check", "--reference", str(ref), "--update", "--only", "cma:sphere-2", "--runs-dir", runs)
+    up = cli("check", "--reference", str(ref), "--update", "--only", "cma:bbob-f1-d2", "--runs-dir", runs)
     assert up.returncode == 0, up.stdout + up.stderr
     stored = json.loads(ref.read_text())["entries"][0]["expected"]
     assert set(stored) == {"final_metric", "best_loss"} and len(stored["best_loss"]["per_seed"]) == 2
 
     ok = cli("check", "--reference", str(ref), "--runs-dir", runs)   # the runs are reused
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "skipped nosuch-opt:sphere-2: optimizer 'nosuch-opt' is not registered" in ok.stdout
+    assert "skipped nosuch-opt:bbob-f1-d2: optimizer 'nosuch-opt' is not registered" in ok.stdout
     assert "check passed" in ok.stdout
 
     data = json.loads(ref.read_text())
@@ -69,7 +69,7 @@ def test_check_update_then_pass_then_fail_with_a_diff(cli, tmp_path):
     ref.write_text(json.dumps(data))
     bad = cli("check", "--reference", str(ref), "--runs-dir", runs)
     assert bad.returncode == 1
-    line = next(line for line in bad.stdout.splitlines() if line.startswith("cma:sphere-2") and "best_loss" in line)
+    line = next(line for line in bad.stdout.splitlines() if line.startswith("cma:bbob-f1-d2") and "best_loss" in line)
     assert "REGRESSION" in line and "<=" in line
     assert "check FAILED: 1 regressions" in bad.stdout
 

@@ -22,10 +22,10 @@ def test_unknown_optimizer_names_it_and_suggests(cli, tmp_path):
 
 
 def test_unknown_problem_suggests_close_names(cli, tmp_path):
-    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-11", "--runs-dir", str(tmp_path))
+    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-60", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2
     line = _one_error_line(proc)
-    assert "'sphere-11'" in line and "sphere-10" in line
+    assert "'sphere-60'" in line and "sphere-50" in line
 
 
 def test_incompatible_pair_names_both_kinds(cli, tmp_path):
@@ -54,7 +54,7 @@ def test_bad_set_value_type_names_key_and_type(cli, tmp_path):
 
 
 def test_non_positive_budget_is_rejected(cli, tmp_path):
-    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-2", "--steps", "0", "--runs-dir", str(tmp_path))
+    proc = cli("run", "--optimizer", "cma", "--problem", "bbob-f1-d2", "--steps", "0", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "budget must be positive" in proc.stderr
 
 

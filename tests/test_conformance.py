@@ -25,7 +25,7 @@ registry.load_all()
 LORA_TINY = {"world_experts": 3, "world_expert_steps": 3, "world_pretrain_steps": 3, "world_hidden": 32,
              "world_layers": 1, "n_val": 20, "n_test": 20, "samples": 8}
 SMALLEST = {
-    "search-space": ("sphere-2", {}),
+    "search-space": ("bbob-f1-d2", {}),
     "weights": ("digits-mlp", {}),
     "pruning": ("digits-prune-90", {"hidden": 32, "train_steps": 30}),
     "experts": ("lora-count", LORA_TINY),

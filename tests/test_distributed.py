@@ -153,4 +153,4 @@ def test_optimizer_without_sharding_is_refused_under_torchrun(monkeypatch):
     assert not registry.optimizer("cma").factory.DISTRIBUTED
     monkeypatch.setenv("WORLD_SIZE", "2")   # what torchrun sets: refused before anything is built
     with pytest.raises(UsageError, match="'cma' does not shard across processes; run it without torchrun"):
-        Prepared(RunSpec(optimizer="cma", problem="sphere-5", budget=Budget(steps=1)))
+        Prepared(RunSpec(optimizer="cma", problem="bbob-f1-d5", budget=Budget(steps=1)))

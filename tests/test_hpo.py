@@ -77,14 +77,14 @@ def test_nevergrad_is_seeded_and_reproducible(mixed, tmp_path):
 def test_ngopt_metamodel_budget_runs_and_improves_on_sphere(tmp_path):
     """At 300 evaluations in 5 dimensions NGOpt picks a MetaModel optimizer, whose
     float(model.predict(...)) raises under numpy >= 2.4 (hence numpy<2.4 in pyproject)."""
-    _, s = run(RunSpec(optimizer="nevergrad", problem="sphere-5", seed=0, budget=Budget(evals=300),
+    _, s = run(RunSpec(optimizer="nevergrad", problem="bbob-f1-d5", seed=0, budget=Budget(evals=300),
                        checkpoint_every=0, runs_dir=str(tmp_path)), progress=False)
     assert s["status"] == "ok", s.get("reason")
     assert s["evals"] == 300 and s["best_loss"] < 1.0
 
 
 def test_bad_nevergrad_name_is_one_line_naming_valid_choices(cli, tmp_path):
-    proc = cli("run", "--optimizer", "nevergrad", "--problem", "sphere-5", "--set", "name=NGopt",
+    proc = cli("run", "--optimizer", "nevergrad", "--problem", "bbob-f1-d5", "--set", "name=NGopt",
                "--runs-dir", str(tmp_path))
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -94,7 +94,7 @@ def test_bad_nevergrad_name_is_one_line_naming_valid_choices(cli, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["random", "cma", "tpe", "nevergrad"])
 def test_overhead_and_objective_time_split_the_optimizer_time(optimizer, tmp_path):
-    run_dir, s = run(RunSpec(optimizer=optimizer, problem="rosenbrock-10", budget=Budget(evals=40),
+    run_dir, s = run(RunSpec(optimizer=optimizer, problem="bbob-f8-d10", budget=Budget(evals=40),
                              runs_dir=str(tmp_path), checkpoint_every=0), progress=False)
     assert s["status"] == "ok" and s["objective_s"] > 0 and s["overhead_s"] > 0
     assert s["objective_s"] + s["overhead_s"] == pytest.approx(s["optimizer_time_s"], rel=1e-6)
@@ -162,8 +162,8 @@ def test_reproduce_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args,
 
 @pytest.mark.slow
 def test_nevergrad_resume_after_hard_kill_is_exact(cli, tmp_path):
-    # on sphere-5 with 6 evals NGOpt picks a recast optimizer that refuses pickling: replayed
-    args = ["run", "--optimizer", "nevergrad", "--problem", "sphere-5", "--steps", "6", "--checkpoint-every",
+    # on a 5-D problem with 6 evals NGOpt picks a recast optimizer that refuses pickling: replayed
+    args = ["run", "--optimizer", "nevergrad", "--problem", "bbob-f1-d5", "--steps", "6", "--checkpoint-every",
             "2", "--no-progress"]
     env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache")}
     assert cli(*args, "--runs-dir", str(tmp_path / "a"), env=env).returncode == 0

@@ -13,7 +13,6 @@ from harness import registry, store
 from harness.problem import WeightsProblem
 from harness.runner import SUMMARY_KEYS, Budget, RunSpec, run
 from optimizers.cmaes import initial_point, pycma_seed
-from problems.functions import FunctionProblem
 
 
 def test_adam_digits_reaches_f1_095_and_writes_the_run_store(cli, tmp_path):
@@ -43,19 +42,20 @@ def test_adam_digits_reaches_f1_095_and_writes_the_run_store(cli, tmp_path):
 
 def test_cma_on_sphere_matches_plain_pycma_and_converges(tmp_path):
     """The adapter is pycma: same seed and settings give the same generations."""
-    run_dir, summary = run(RunSpec(optimizer="cma", problem="sphere-10", seed=3,
+    run_dir, summary = run(RunSpec(optimizer="cma", problem="bbob-f1-d10", seed=3,
                                    budget=Budget(evals=5000), runs_dir=str(tmp_path),
                                    checkpoint_every=0), progress=False)
     assert summary["status"] == "ok" and summary["best_loss"] < 1e-8 and summary["evals"] <= 5000
     records = load_jsonl(run_dir / "metrics.jsonl")[1:]
 
-    problem = FunctionProblem("sphere-10", {}, 3, function="sphere", dim=10)
+    problem = registry.problem("bbob-f1-d10").create(seed=3)
+    problem.build(torch.device("cpu"))
     lo, hi = problem.space.bounds()
     es = cma.CMAEvolutionStrategy(initial_point(problem.space, 3), 0.3, {
         "seed": pycma_seed(3), "verbose": -9, "bounds": [list(lo), list(hi)], "CMA_stds": list(hi - lo)})
     for rec in records:
         xs = es.ask()
-        values = [problem.objective_vector(x) for x in xs]
+        values = [problem.objective(problem.space.decode(x)) for x in xs]
         es.tell(xs, values)
         assert rec["loss"] == min(values) and rec["sigma"] == es.sigma
     assert summary["best_loss"] == es.result.fbest
@@ -116,7 +116,7 @@ def test_nan_loss_ends_run_as_diverged(tmp_path, monkeypatch):
 
 
 def test_failed_run_records_the_reason(cli, tmp_path):
-    proc = cli("run", "--optimizer", "cma", "--problem", "sphere-5", "--steps", "20", "--runs-dir",
+    proc = cli("run", "--optimizer", "cma", "--problem", "bbob-f1-d5", "--steps", "20", "--runs-dir",
                str(tmp_path), "--no-progress", env={"HARNESS_TEST_FAIL_AT_STEP": "5"})
     assert proc.returncode == 1 and "HARNESS_TEST_FAIL_AT_STEP" in proc.stderr
     summary = store.read_json(only_run_dir(tmp_path) / "summary.json")
@@ -133,11 +133,11 @@ def test_torn_last_metrics_line_is_ignored(tmp_path):
 
 
 def test_random_search_is_seeded_and_beaten_by_cma(tmp_path):
-    a = run(RunSpec(optimizer="random", problem="sphere-5", seed=1, budget=Budget(evals=500),
+    a = run(RunSpec(optimizer="random", problem="bbob-f1-d5", seed=1, budget=Budget(evals=500),
                     runs_dir=str(tmp_path)), progress=False)[1]
-    b = run(RunSpec(optimizer="random", problem="sphere-5", seed=1, budget=Budget(evals=500),
+    b = run(RunSpec(optimizer="random", problem="bbob-f1-d5", seed=1, budget=Budget(evals=500),
                     runs_dir=str(tmp_path)), progress=False)[1]
-    c = run(RunSpec(optimizer="cma", problem="sphere-5", seed=1, budget=Budget(evals=500),
+    c = run(RunSpec(optimizer="cma", problem="bbob-f1-d5", seed=1, budget=Budget(evals=500),
                     runs_dir=str(tmp_path)), progress=False)[1]
     assert a["best_loss"] == b["best_loss"] and math.isfinite(a["best_loss"])
     assert c["best_loss"] < a["best_loss"] / 100

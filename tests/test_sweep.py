@@ -22,13 +22,13 @@ class _Links(HTMLParser):
 @pytest.mark.slow
 def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "report"
-    args = ["sweep", "--optimizers", "cma,adam,random", "--problems", "sphere-5,digits-mlp",
+    args = ["sweep", "--optimizers", "cma,adam,random", "--problems", "sphere-50,digits-mlp",
             "--seeds", "0,1", "--steps", "4", "--eval-every", "2", "--set", "popsize=6",
             "--runs-dir", str(runs), "--jobs", "2"]
     # the seed-1 cma run on digits dies without a summary, as an out-of-memory kill would leave it
     proc = cli(*args, env={"HARNESS_TEST_SWEEP_FAIL": "cma:digits-mlp:1:kill"})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "skipped (incompatible): adam x sphere-5" in proc.stdout
+    assert "skipped (incompatible): adam x sphere-50" in proc.stdout
     assert "skipped (incompatible): random x digits-mlp" in proc.stdout
     assert "sweep done: 1 failed, 7 ok; 2 incompatible pairs skipped" in proc.stdout
     dirs = sorted(p.name for p in runs.iterdir() if (p / "config.json").exists())
@@ -53,21 +53,21 @@ def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     got = {(r["problem"], r["optimizer"]): (int(r["seeds"]), int(r["failed"])) for r in rows}
     assert got == {("digits-mlp", "adam"): (2, 0), ("digits-mlp", "cma"): (1, 1),
-                   ("sphere-5", "cma"): (2, 0), ("sphere-5", "random"): (2, 0)}
+                   ("sphere-50", "cma"): (2, 0), ("sphere-50", "random"): (2, 0)}
     for row in rows:
         assert float(row["final_loss_mean"]) == float(row["final_loss_mean"])      # not NaN
         assert float(row["peak_memory_mib_mean"]) > 50
         assert float(row["evals_mean"]) > 0 and float(row["wall_clock_s_mean"]) > 0
-    with open(out / "final_sphere-5.csv") as fh:
+    with open(out / "final_sphere-50.csv") as fh:
         assert [r["optimizer"] for r in csv.DictReader(fh)] == ["cma", "random"]
     md = (out / "final_digits-mlp.md").read_text()
     assert "| adam" in md and "macro_f1" in md and "±" in md
-    figures = ["curves_sphere-5.png", "curves_digits-mlp.png", "memory.png", "profile.png"]
+    figures = ["curves_sphere-50.png", "curves_digits-mlp.png", "memory.png", "profile.png"]
     for name in figures:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
     index_md = (out / "index.md").read_text()
-    for name in figures + ["final_results.csv", "final_sphere-5.md", "final_digits-mlp.csv"]:
+    for name in figures + ["final_results.csv", "final_sphere-50.md", "final_digits-mlp.csv"]:
         assert f"({name})" in index_md, name
     assert "harness" in index_md and "torch" in index_md and failed[0] in index_md
     assert "random x digits-mlp" in index_md
@@ -79,13 +79,13 @@ def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
 
 
 def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
-    item = experiments.RunItem("cma", "sphere-2", 0, {"steps": 6})
-    killed = cli("run", "--optimizer", "cma", "--problem", "sphere-2", "--steps", "6", "--runs-dir",
+    item = experiments.RunItem("cma", "bbob-f1-d2", 0, {"steps": 6})
+    killed = cli("run", "--optimizer", "cma", "--problem", "bbob-f1-d2", "--steps", "6", "--runs-dir",
                  str(tmp_path), "--run-id", item.name, "--checkpoint-every", "2", "--no-progress",
                  env={"HARNESS_TEST_KILL_AT_STEP": "3"})
     assert killed.returncode == 137
     assert store.read_json(tmp_path / item.name / "summary.json")["status"] == "running"
-    proc = cli("sweep", "--optimizers", "cma", "--problems", "sphere-2", "--seeds", "0", "--steps", "6",
+    proc = cli("sweep", "--optimizers", "cma", "--problems", "bbob-f1-d2", "--seeds", "0", "--steps", "6",
                "--runs-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resumed" in proc.stdout
@@ -95,30 +95,30 @@ def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
 
 
 def test_grid_routes_sets_and_names_runs_deterministically():
-    p = experiments.grid(["cma", "random", "adam"], ["sphere-2", "digits-mlp"], [0, 1], {"steps": 5},
+    p = experiments.grid(["cma", "random", "adam"], ["bbob-f1-d2", "digits-mlp"], [0, 1], {"steps": 5},
                    {"popsize": "6", "lr": "0.01"})
-    assert sorted((o, pr) for o, pr, _ in p.incompatible) == [("adam", "sphere-2"), ("random", "digits-mlp")]
+    assert sorted((o, pr) for o, pr, _ in p.incompatible) == [("adam", "bbob-f1-d2"), ("random", "digits-mlp")]
     by = {(i.optimizer, i.problem, i.seed): i for i in p.items}
     assert len(p.items) == 8
-    assert by[("cma", "sphere-2", 0)].sets == (("popsize", "6"),)
+    assert by[("cma", "bbob-f1-d2", 0)].sets == (("popsize", "6"),)
     assert by[("adam", "digits-mlp", 0)].sets == (("lr", "0.01"),)
-    plain = by[("random", "sphere-2", 1)]
-    assert plain.sets == () and plain.name == "random_sphere-2_s1_steps5"
-    again = experiments.grid(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "6"})
-    assert again.items[0].name == by[("cma", "sphere-2", 0)].name
-    other = experiments.grid(["cma"], ["sphere-2"], [0], {"steps": 5}, {"popsize": "8"})
+    plain = by[("random", "bbob-f1-d2", 1)]
+    assert plain.sets == () and plain.name == "random_bbob-f1-d2_s1_steps5"
+    again = experiments.grid(["cma"], ["bbob-f1-d2"], [0], {"steps": 5}, {"popsize": "6"})
+    assert again.items[0].name == by[("cma", "bbob-f1-d2", 0)].name
+    other = experiments.grid(["cma"], ["bbob-f1-d2"], [0], {"steps": 5}, {"popsize": "8"})
     assert other.items[0].name != again.items[0].name
-    assert experiments.RunItem("cma", "sphere-2", 0, {"evals": 100}).name == "cma_sphere-2_s0_evals100"
+    assert experiments.RunItem("cma", "bbob-f1-d2", 0, {"evals": 100}).name == "cma_bbob-f1-d2_s0_evals100"
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--optimizers", "cma", "--problems", "sphere-2", "--seeds", "0,x", "--steps", "2"], "--seeds"),
-    (["--optimizers", "cma", "--problems", "sphere-2", "--steps", "2", "--set", "nosuch=1"], "nosuch"),
-    (["--optimizers", "cma", "--problems", "sphere-2", "--steps", "2", "--set", "popsize=1"], "popsize"),
-    (["--optimizers", "nosuch", "--problems", "sphere-2", "--steps", "2"], "'nosuch'"),
+    (["--optimizers", "cma", "--problems", "bbob-f1-d2", "--seeds", "0,x", "--steps", "2"], "--seeds"),
+    (["--optimizers", "cma", "--problems", "bbob-f1-d2", "--steps", "2", "--set", "nosuch=1"], "nosuch"),
+    (["--optimizers", "cma", "--problems", "bbob-f1-d2", "--steps", "2", "--set", "popsize=1"], "popsize"),
+    (["--optimizers", "nosuch", "--problems", "bbob-f1-d2", "--steps", "2"], "'nosuch'"),
     (["--optimizers", "random", "--problems", "digits-mlp", "--steps", "2"], "no compatible"),
-    (["--optimizers", "cma", "--problems", "sphere-2"], "budget"),
-    (["--optimizers", "cma", "--problems", "sphere-2", "--steps", "2", "--jobs", "0"], "--jobs"),
+    (["--optimizers", "cma", "--problems", "bbob-f1-d2"], "budget"),
+    (["--optimizers", "cma", "--problems", "bbob-f1-d2", "--steps", "2", "--jobs", "0"], "--jobs"),
 ])
 def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(argv, needle, tmp_path, capsys):
     runs = tmp_path / "runs"
@@ -130,9 +130,9 @@ def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(argv, needle, tmp
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert cli_main(["sweep", "--optimizers", "cma,adam", "--problems", "sphere-2", "--seeds", "0,1",
+    assert cli_main(["sweep", "--optimizers", "cma,adam", "--problems", "bbob-f1-d2", "--seeds", "0,1",
                      "--evals", "50", "--runs-dir", str(runs), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "skipped (incompatible): adam x sphere-2" in out and "2 runs" in out
-    assert "cma_sphere-2_s1_evals50  [new]" in out
+    assert "skipped (incompatible): adam x bbob-f1-d2" in out and "2 runs" in out
+    assert "cma_bbob-f1-d2_s1_evals50  [new]" in out
     assert not runs.exists()

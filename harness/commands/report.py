@@ -50,4 +50,6 @@ def main(args) -> int:
     n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
     print(f"report of {result['runs']} runs: {len(result['tables'])} problem tables, {n_figs} figures "
           f"-> {result['out']}/index.md, {result['out']}/index.html")
+    if result["coco"]:
+        print(result["coco"]["note"])
     return 0

@@ -12,7 +12,8 @@ HELP = "run every compatible optimizer/problem pair over seeds, one process per 
 
 def add_arguments(p) -> None:
     p.add_argument("--optimizers", required=True, help="comma-separated optimizer names")
-    p.add_argument("--problems", required=True, help="comma-separated problem names")
+    p.add_argument("--problems", required=True,
+                   help="comma-separated problem names or shell patterns, e.g. 'bbob-f*-d5'")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     add_budget_arguments(p)
     add_set_argument(p)
@@ -35,7 +36,7 @@ def _names(text: str, flag: str) -> list[str]:
 def main(args) -> int:
     from pathlib import Path
 
-    from harness import executor, experiments, tracking
+    from harness import executor, experiments, registry, tracking
     from harness.commands._common import (
         budget_from_args, check_batch_args, execute_batch, interrupted_exit,
     )
@@ -51,7 +52,7 @@ def main(args) -> int:
     # the intervals are checked where every run checks them (RunSpec), before anything runs
     RunSpec("", "", eval_every=args.eval_every, checkpoint_every=args.checkpoint_every or 0)
     sets = parse_set_args(args.set)
-    grid = experiments.grid(_names(args.optimizers, "--optimizers"), _names(args.problems, "--problems"),
+    grid = experiments.grid(_names(args.optimizers, "--optimizers"), registry.select_problems(args.problems),
                             parse_seeds(args.seeds), budget.as_dict(), sets, validate_on=args.device,
                             eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
     for opt, prob, why in grid.incompatible:
