@@ -178,6 +178,8 @@ class LowRankHooks:
                     description="EGGROLL: low-rank ES, K members per batched forward, full-rank "
                                 "fp32 update (Sarkar et al. 2025)")
 class Eggroll(Optimizer):
+    REFERENCE = ("EGGROLL: Sarkar et al. 2025, Evolution Strategies at the Hyperscale "
+                 "(code: ESHyperscale/HyperscaleES)")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced (as es)
     PARAMS = {
         "population": Param(30, int, "members per iteration (N)", low=2),

@@ -63,6 +63,8 @@ atexit.register(close_coco_log)
 
 
 class BBOBProblem(SearchSpaceProblem):
+    REFERENCE = ("COCO's noiseless BBOB suite (Hansen et al., Real-Parameter Black-Box Optimization "
+                 "Benchmarking 2009: Noiseless Functions Definitions), through cocoex")
     PARAMS = {
         "instance": Param(1, int, "COCO instance of the function (1..15 by COCO's convention): "
                                   "x_opt, f_opt, rotations; the seed drives the optimizer only", low=1),

@@ -50,9 +50,9 @@ def test_ert_is_runtimes_plus_failed_budgets_over_successes():
 
 def test_coco_targets_runtimes_and_memory_limit(tmp_path):
     root = tmp_path / "runs"
-    # sphere-2 declares OPTIMUM 0: 51 targets 1e2 .. 1e-8; metric 50 -> 0.5 -> 0.005 at 10/20/30 evals
-    write_run(root, "a", optimizer="cma", problem="sphere-2", seed=0, metrics=[50, 0.5, 0.005])
-    write_run(root, "b", optimizer="cma", problem="sphere-2", seed=1, metrics=[50, 5, 2], peak=2 * 2**30)
+    # bbob-f1-d2 declares OPTIMUM 0: 51 targets 1e2 .. 1e-8; metric 50 -> 0.5 -> 0.005 at 10/20/30 evals
+    write_run(root, "a", optimizer="cma", problem="bbob-f1-d2", seed=0, metrics=[50, 0.5, 0.005])
+    write_run(root, "b", optimizer="cma", problem="bbob-f1-d2", seed=1, metrics=[50, 5, 2], peak=2 * 2**30)
     runs, curves = load_runs(root)
     assert curves["a"]["forwards"].tolist() == [0, 10, 20, 30]   # step 0 costs nothing (curves start at 0)
     rt = targets.runtimes(runs, curves)
@@ -92,9 +92,9 @@ def test_ioh_targets_from_the_data_and_given_targets(tmp_path):
 def test_significance_holm_and_the_winner_mark(tmp_path):
     root = tmp_path / "runs"
     for s in range(5):   # lower is better: tpe < cma (separated), random overlaps cma
-        write_run(root, f"t{s}", optimizer="tpe", problem="sphere-2", seed=s, metrics=[5, 0.01 * (s + 1)])
-        write_run(root, f"c{s}", optimizer="cma", problem="sphere-2", seed=s, metrics=[5, 1 + 0.1 * s])
-        write_run(root, f"r{s}", optimizer="random", problem="sphere-2", seed=s, metrics=[5, 1.05 + 0.1 * s])
+        write_run(root, f"t{s}", optimizer="tpe", problem="bbob-f1-d2", seed=s, metrics=[5, 0.01 * (s + 1)])
+        write_run(root, f"c{s}", optimizer="cma", problem="bbob-f1-d2", seed=s, metrics=[5, 1 + 0.1 * s])
+        write_run(root, f"r{s}", optimizer="random", problem="bbob-f1-d2", seed=s, metrics=[5, 1.05 + 0.1 * s])
     runs, curves = load_runs(root)
     sig = stats.significance(runs, targets.runtimes(runs, curves))
     final = sig[sig["quantity"] == "final_metric"].set_index(["optimizer_a", "optimizer_b"])
@@ -107,14 +107,14 @@ def test_significance_holm_and_the_winner_mark(tmp_path):
     assert final.loc[("cma", "tpe"), "p_value"] == pytest.approx(2 / 252)   # exact, fully separated
     assert list(final["p_holm"]) == pytest.approx(list(multipletests(p, method="holm")[1]))
     assert final.loc[("cma", "tpe"), "better"] == "tpe" and final.loc[("cma", "random"), "better"] == ""
-    assert stats.winners(sig) == {"sphere-2": "tpe"}
+    assert stats.winners(sig) == {"bbob-f1-d2": "tpe"}
     build(root, tmp_path / "out")
     page = (tmp_path / "out" / "analysis.html").read_text()   # its own page, linked from the index
     refs = re.findall(r'(?:href|src)="([^"]+)"', page)
     assert "targets.csv" in refs and "ecdf_evals.png" in refs and "significance.csv" in refs
     assert all((tmp_path / "out" / r).exists() for r in refs)
     assert 'href="analysis.html"' in (tmp_path / "out" / "index.html").read_text()
-    md = (tmp_path / "out" / "final_sphere-2.md").read_text()
+    md = (tmp_path / "out" / "final_bbob-f1-d2.md").read_text()
     assert "tpe ★" in md and "cma ★" not in md
     cols = pd.read_csv(tmp_path / "out" / "significance.csv").columns.tolist()
     assert cols == ["problem", "quantity", "optimizer_a", "optimizer_b", "n_a", "n_b", "statistic",
@@ -162,10 +162,10 @@ def test_ioh_export_through_the_analyzer_logger(tmp_path):
 
     root = tmp_path / "runs"
     for s in range(2):   # metric at 10, 20, 30 forwards; best 0.5 first reached at 20 (seed 0)
-        write_run(root, f"c{s}", optimizer="cma", problem="sphere-2", seed=s, metrics=[5, 0.5 + s, 0.5 + s])
+        write_run(root, f"c{s}", optimizer="cma", problem="bbob-f1-d2", seed=s, metrics=[5, 0.5 + s, 0.5 + s])
     runs, curves = load_runs(root)
     assert ioh_export.export(runs, curves, tmp_path / "out") == "ioh"
-    info = json.loads(next((tmp_path / "out" / "ioh" / "cma").glob("IOHprofiler_*sphere-2.json")).read_text())
+    info = json.loads(next((tmp_path / "out" / "ioh" / "cma").glob("IOHprofiler_*bbob-f1-d2.json")).read_text())
     assert info["algorithm"]["name"] == "cma" and info["maximization"] is False
     first, second = info["scenarios"][0]["runs"]
     assert (first["evals"], first["best"]["evals"], first["best"]["y"]) == (30, 20, 0.5)

@@ -55,7 +55,7 @@ def test_bad_forwards_budget_names_the_flag():
 
 
 def test_search_space_flops_count_evaluations(tmp_path):
-    records = run_inprocess(tmp_path, "random", 3, problem="sphere-2", **{"optimizer.batch": 2})
+    records = run_inprocess(tmp_path, "random", 3, problem="bbob-f1-d2", **{"optimizer.batch": 2})
     last = records[-1]
     assert last["forwards"] == last["flops"] == last["evals"] == 6
     assert "tokens" not in last

@@ -55,9 +55,10 @@ def test_problem_shows_param_count_metric_and_its_size_defaults(capsys):
 
 
 def test_search_space_problem_json(capsys):
-    info = describe_json(capsys, "rosenbrock-2")
+    info = describe_json(capsys, "bbob-f8-d2")
     assert info["param_count"] is None and info["search_dims"] == 2
-    assert info["metric"]["higher_is_better"] is False and info["hyperparameters"] == []
+    assert info["metric"]["higher_is_better"] is False
+    assert [h["name"] for h in info["hyperparameters"]] == ["instance"]
 
 
 def test_wrong_name_is_one_line_exit_2_with_close_matches(capsys):
@@ -84,7 +85,7 @@ def test_a_name_that_is_both_describes_both(capsys, monkeypatch):
     from dataclasses import replace
 
     registry.load_all()
-    monkeypatch.setitem(registry.PROBLEMS, "es", replace(registry.PROBLEMS["sphere-2"], name="es"))
+    monkeypatch.setitem(registry.PROBLEMS, "es", replace(registry.PROBLEMS["bbob-f1-d2"], name="es"))
     code, out, _ = describe(capsys, "es")
     assert code == 0 and "both an optimizer and a problem" in out
     assert "\noptimizer es\n" in f"\n{out}" and "\nproblem es\n" in out

@@ -33,7 +33,7 @@ def _cli(argv, capsys):
 def test_two_identical_sweeps_on_one_runs_dir_both_succeed(tmp_path):
     runs = tmp_path / "shared-runs"
     args = [sys.executable, "-m", "harness", "sweep", "--optimizers", "cma,random", "--problems",
-            "rosenbrock-5", "--seeds", "0,1", "--steps", "100", "--checkpoint-every", "1",
+            "bbob-f8-d5", "--seeds", "0,1", "--steps", "100", "--checkpoint-every", "1",
             "--runs-dir", str(runs)]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -50,7 +50,7 @@ def test_two_identical_sweeps_on_one_runs_dir_both_succeed(tmp_path):
 
 
 def test_a_run_owned_by_a_live_process_is_not_resumed_or_deleted(tmp_path, capsys):
-    run_dir, _ = runner.run(RunSpec("random", "sphere-2", budget=runner.Budget(steps=3),
+    run_dir, _ = runner.run(RunSpec("random", "bbob-f1-d2", budget=runner.Budget(steps=3),
                                     runs_dir=str(tmp_path)), progress=False)
     lock = store.run_lock(run_dir)
     assert lock.acquire()      # stands for another process running it
@@ -65,7 +65,7 @@ def test_a_run_owned_by_a_live_process_is_not_resumed_or_deleted(tmp_path, capsy
 # -- 2. SIGTERM is an interruption ---------------------------------------------------------
 
 def test_sigterm_checkpoints_then_the_sweep_resumes_identically(tmp_path, capsys):
-    item = experiments.item("random", "sphere-5", 0, {"steps": 12}, checkpoint_every=0)
+    item = experiments.item("random", "bbob-f1-d5", 0, {"steps": 12}, checkpoint_every=0)
     runs = tmp_path / "runs"
     proc = run_cli("run", *item.run_args(), "--runs-dir", str(runs), "--run-id", item.name,
                    "--no-progress", env={"HARNESS_TEST_TERM_AT_STEP": "5"})
@@ -76,14 +76,14 @@ def test_sigterm_checkpoints_then_the_sweep_resumes_identically(tmp_path, capsys
     assert executor.state_of(runs / item.name) == "resumable"
     outcomes = executor.execute([item], runs, echo=lambda *_: None)
     assert outcomes[0].action == "resumed" and outcomes[0].status == "ok"
-    full_dir, _ = runner.run(RunSpec("random", "sphere-5", budget=runner.Budget(steps=12), checkpoint_every=0,
+    full_dir, _ = runner.run(RunSpec("random", "bbob-f1-d5", budget=runner.Budget(steps=12), checkpoint_every=0,
                                      runs_dir=str(tmp_path / "full")), progress=False)
     assert without_time(load_jsonl(runs / item.name / "metrics.jsonl")) == \
         without_time(load_jsonl(full_dir / "metrics.jsonl"))
 
 
 def test_retry_failed_resumes_from_the_checkpoint(tmp_path):
-    item = experiments.item("random", "sphere-5", 0, {"steps": 10}, checkpoint_every=2)
+    item = experiments.item("random", "bbob-f1-d5", 0, {"steps": 10}, checkpoint_every=2)
     runs = tmp_path / "runs"
     proc = run_cli("run", *item.run_args(), "--runs-dir", str(runs), "--run-id", item.name,
                    "--no-progress", env={"HARNESS_TEST_FAIL_AT_STEP": "6"})
@@ -98,14 +98,14 @@ def test_retry_failed_resumes_from_the_checkpoint(tmp_path):
 # -- 3. convergence is not failure -----------------------------------------------------------
 
 def test_cma_ends_ok_when_pycma_says_it_converged(tmp_path):
-    _, s = runner.run(RunSpec("cma", "sphere-5", budget=runner.Budget(steps=5000), overrides={"popsize": "4"},
+    _, s = runner.run(RunSpec("cma", "bbob-f1-d5", budget=runner.Budget(steps=5000), overrides={"popsize": "4"},
                               checkpoint_every=0, runs_dir=str(tmp_path)), progress=False)
     assert s["status"] == "ok" and s["reason"].startswith("converged: ") and s["steps"] < 5000
     assert s["best_loss"] < 1e-10
 
 
 def test_cma_restarts_double_the_population(tmp_path):
-    run_dir, s = runner.run(RunSpec("cma", "rastrigin-5", budget=runner.Budget(evals=20000),
+    run_dir, s = runner.run(RunSpec("cma", "bbob-f3-d5", budget=runner.Budget(evals=20000),
                                     overrides={"restarts": "2"}, checkpoint_every=0, eval_every=1000,
                                     runs_dir=str(tmp_path)), progress=False)
     assert s["status"] == "ok" and "after 2 restarts" in s["reason"]
@@ -115,7 +115,7 @@ def test_cma_restarts_double_the_population(tmp_path):
 
 
 def test_nevergrad_stops_when_its_planned_budget_is_spent(tmp_path):
-    _, s = runner.run(RunSpec("nevergrad", "sphere-5", budget=runner.Budget(evals=300),
+    _, s = runner.run(RunSpec("nevergrad", "bbob-f1-d5", budget=runner.Budget(evals=300),
                               overrides={"budget": "40", "name": "OnePlusOne"}, checkpoint_every=0,
                               runs_dir=str(tmp_path)), progress=False)
     assert s["status"] == "ok" and s["evals"] == 40 and "40 evaluations" in s["reason"]
@@ -125,12 +125,12 @@ def test_nevergrad_stops_when_its_planned_budget_is_spent(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set", "population=2.5e0"], "population"),
-    (["--optimizer", "random", "--problem", "sphere-2", "--time", "nan"], "--time"),
-    (["--optimizer", "random", "--problem", "sphere-2", "--time", "inf"], "--time"),
+    (["--optimizer", "random", "--problem", "bbob-f1-d2", "--time", "nan"], "--time"),
+    (["--optimizer", "random", "--problem", "bbob-f1-d2", "--time", "inf"], "--time"),
     (["--optimizer", "es", "--problem", "digits-mlp", "--steps", "1", "--set", "sigma=inf"], "sigma"),
-    (["--optimizer", "random", "--problem", "sphere-2", "--steps", "1", "--seed", "123456789012345678901"],
+    (["--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1", "--seed", "123456789012345678901"],
      "--seed"),
-    (["--optimizer", "random", "--problem", "sphere-2", "--steps", "1", "--run-id", "../x"], "--run-id"),
+    (["--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1", "--run-id", "../x"], "--run-id"),
     (["--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set", "data=/bin/ls"], "UTF-8"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys):
@@ -140,9 +140,9 @@ def test_bad_input_is_one_line_exit_2_nothing_written(argv, needle, tmp_path, ca
 
 
 def test_names_are_case_insensitive_and_recorded_canonically(tmp_path):
-    run_dir, s = runner.run(RunSpec("CMA", "Sphere-2", budget=runner.Budget(steps=2), runs_dir=str(tmp_path)),
+    run_dir, s = runner.run(RunSpec("CMA", "BBOB-F1-D2", budget=runner.Budget(steps=2), runs_dir=str(tmp_path)),
                             progress=False)
-    assert s["optimizer"] == "cma" and s["problem"] == "sphere-2" and run_dir.name.startswith("cma_sphere-2_")
+    assert s["optimizer"] == "cma" and s["problem"] == "bbob-f1-d2" and run_dir.name.startswith("cma_bbob-f1-d2_")
 
 
 def test_an_absurd_population_is_refused_by_the_preflight(tmp_path, capsys):
@@ -156,8 +156,8 @@ def test_an_absurd_population_is_refused_by_the_preflight(tmp_path, capsys):
 
 def test_a_runs_dir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    for verb in (["run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "1"],
-                 ["sweep", "--optimizers", "random", "--problems", "sphere-2", "--steps", "1"]):
+    for verb in (["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1"],
+                 ["sweep", "--optimizers", "random", "--problems", "bbob-f1-d2", "--steps", "1"]):
         code, _, err = _cli([*verb, "--runs-dir", str(tmp_path / "file" / "runs")], capsys)
         assert code == 2 and len(err) == 1 and "runs-dir" in err[0], err
     code, _, err = _cli(["report", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "file" / "out")], capsys)
@@ -165,7 +165,7 @@ def test_a_runs_dir_that_is_a_file(tmp_path, capsys):
 
 
 def _interrupted_run(tmp_path) -> "Path":  # noqa: F821
-    proc = run_cli("run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "8", "--checkpoint-every",
+    proc = run_cli("run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "8", "--checkpoint-every",
                    "2", "--runs-dir", str(tmp_path), "--no-progress", env={"HARNESS_TEST_KILL_AT_STEP": "5"})
     assert proc.returncode == 137
     return only_run_dir(tmp_path)
@@ -204,7 +204,7 @@ def test_a_corrupt_metrics_line_loses_only_itself(tmp_path, capsys):
 
 @pytest.mark.parametrize("every", ["0", "2"])
 def test_resume_of_a_finished_run_changes_nothing(tmp_path, capsys, every):
-    run_dir, s = runner.run(RunSpec("random", "sphere-2", budget=runner.Budget(steps=4),
+    run_dir, s = runner.run(RunSpec("random", "bbob-f1-d2", budget=runner.Budget(steps=4),
                                     checkpoint_every=int(every), runs_dir=str(tmp_path)), progress=False)
     files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     code, out, _ = _cli(["run", "--resume", str(run_dir)], capsys)
@@ -244,7 +244,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_run_directory(tmp_path, capsys, m
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(store, "atomic_write_bytes", full)
-    code, _, err = _cli(["run", "--optimizer", "random", "--problem", "sphere-2", "--steps", "1",
+    code, _, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1",
                          "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 2 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err
     assert not any((tmp_path / "runs").iterdir())

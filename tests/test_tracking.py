@@ -20,7 +20,7 @@ pytest.importorskip("mlflow")
 
 def _run(tmp_path, names, run_id="r"):
     torch.set_num_threads(1)
-    spec = runner.RunSpec("cma", "sphere-2", seed=0, budget=runner.Budget(steps=4), overrides={},
+    spec = runner.RunSpec("cma", "bbob-f1-d2", seed=0, budget=runner.Budget(steps=4), overrides={},
                           runs_dir=str(tmp_path), run_id=run_id, checkpoint_every=0)
     run_dir, summary = runner.run(spec, progress=False, callbacks=tracking.callbacks(names, tmp_path))
     assert summary["status"] == "ok"
@@ -65,9 +65,10 @@ def test_tensorboard_and_mlflow_hold_what_metrics_jsonl_holds(tmp_path, local_ml
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
     config = json.loads((run_dir / "config.json").read_text())
-    assert run.data.params == {f"optimizer.{k}": str(v) for k, v in config["optimizer_params"].items()}
+    assert run.data.params == {**{f"optimizer.{k}": str(v) for k, v in config["optimizer_params"].items()},
+                               **{f"problem.{k}": str(v) for k, v in config["problem_params"].items()}}
     assert {k: run.data.tags[k] for k in ("optimizer", "problem", "seed")} == {
-        "optimizer": "cma", "problem": "sphere-2", "seed": "0"}
+        "optimizer": "cma", "problem": "bbob-f1-d2", "seed": "0"}
     assert run.data.tags["commit"] == json.loads((run_dir / "env.json").read_text())["git_commit"]
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
     for key, points in expected.items():
@@ -108,12 +109,12 @@ def test_only_the_main_process_logs(tmp_path, monkeypatch, local_mlflow):
 def test_without_the_extra_log_names_the_install_and_writes_nothing(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "mlflow" else real(n, *a))
-    code = cli.main(["run", "--optimizer", "cma", "--problem", "sphere-2", "--steps", "2",
+    code = cli.main(["run", "--optimizer", "cma", "--problem", "bbob-f1-d2", "--steps", "2",
                      "--runs-dir", str(tmp_path / "runs"), "--log", "tensorboard,mlflow"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pip install -e '.[tracking]'" in err and "mlflow" in err
     assert not (tmp_path / "runs").exists()
-    assert cli.main(["run", "--optimizer", "cma", "--problem", "sphere-2", "--log", "wandb"]) == 2
+    assert cli.main(["run", "--optimizer", "cma", "--problem", "bbob-f1-d2", "--log", "wandb"]) == 2
 
 
 def test_tracking_is_log_under_another_name():
@@ -132,6 +133,6 @@ def test_sweep_passes_log_to_every_child(tmp_path):
             seen.append(cmd)
             return 0, 0
 
-    it = experiments.item("cma", "sphere-2", 0, {"steps": 2})
+    it = experiments.item("cma", "bbob-f1-d2", 0, {"steps": 2})
     executor.execute([it], tmp_path, echo=lambda *_: None, executor=Recorder(), extra_args=["--log", "mlflow"])
     assert seen[0][-2:] == ["--log", "mlflow"] and "--optimizer" in seen[0]
