@@ -135,6 +135,7 @@ print(json.dumps({"planned": planned, "measured": hwm_kib * 1024 - base}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fwd", "bwd"])
 def test_traced_activations_match_rss_of_a_fresh_process(mode):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024),
@@ -159,6 +160,7 @@ def test_traced_activations_match_rss_of_a_fresh_process(mode):
     ("cma", "digits-mlp", ["variant=sep"], 3),
     ("cma", "digits-mlp", ["variant=full", "hidden=32"], 3),  # 14 n^2 doubles at the checkpoint
 ])
+@pytest.mark.slow
 def test_plan_within_25_percent_of_measured_rss(tmp_path, opt, problem, sets, steps):
     """The plan against the peak RSS of a whole run (default checkpointing) in a fresh process."""
     planned = planner.plan(opt, problem, dict(s.split("=") for s in sets), device="cpu").peak_bytes
@@ -216,6 +218,7 @@ def test_es_on_qwen3_8b_is_refused_in_seconds_on_a_24_gib_machine(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_table_shows_adam_over_es_for_qwen3_sizes(tmp_path):
     proc = run_cli("plan", "--table", "--problems", "qwen3-tiny,qwen3-8b", "--out", str(tmp_path),
                    "--runs-dir", str(tmp_path / "none"), "--json")
