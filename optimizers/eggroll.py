@@ -45,7 +45,7 @@ from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
 from optimizers._perturb import tensor_noise
-from optimizers.es import shape_fitness
+from optimizers.es import POPULATION_PARAMS, check_antithetic, member_seed, shape_fitness
 
 
 def low_rank_factors(seed: int, index: int, like: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,14 +182,8 @@ class Eggroll(Optimizer):
                  "(code: ESHyperscale/HyperscaleES)")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced (as es)
     PARAMS = {
-        "population": Param(30, int, "members per iteration (N)", low=2),
+        **POPULATION_PARAMS,
         "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),
-        "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
-        "alpha": Param(5e-2, float, "step size", low=0.0),
-        "shaping": Param("zscore", str, "fitness shaping (as es)", choices=("zscore", "rank")),
-        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
-                         choices=("standard", "nes")),
-        "antithetic": Param(False, bool, "mirrored pairs (+E, -E); population must be even"),
         "members_per_forward": Param(None, int, "members stacked in one forward (default: all)",
                                      low=1, optional=True),
         "vectors": Param("unperturbed", str, "1-D tensors (norms, biases): unperturbed, or "
@@ -198,10 +192,7 @@ class Eggroll(Optimizer):
 
     @classmethod
     def check_hparams(cls, hp) -> None:
-        if hp["antithetic"] and hp["population"] % 2:
-            n = hp["population"]
-            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
-                             f"(e.g. population={n + 1})")
+        check_antithetic(hp)
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
@@ -228,9 +219,7 @@ class Eggroll(Optimizer):
 
     def member(self, step: int, j: int) -> tuple[int, float]:
         """(noise seed, sign) of member j of iteration `step`."""
-        if self.hp["antithetic"]:
-            return derive_seed(self.seed, "eggroll", step, j // 2), (1.0 if j % 2 == 0 else -1.0)
-        return derive_seed(self.seed, "eggroll", step, j), 1.0
+        return member_seed(self.seed, "eggroll", step, j, self.hp["antithetic"])
 
     @torch.no_grad()
     def evaluate_members(self, step: int, batch, indices) -> list[float]:

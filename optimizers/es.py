@@ -46,6 +46,33 @@ def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
     return (f - f.mean()) / std if std > 0 else np.zeros_like(f)
 
 
+# The population settings es and eggroll share (eggroll imports them with shape_fitness).
+POPULATION_PARAMS = {
+    "population": Param(30, int, "members per iteration (N)", low=2),
+    "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
+    "alpha": Param(5e-2, float, "step size", low=0.0),
+    "shaping": Param("zscore", str, "fitness shaping", choices=("zscore", "rank")),
+    "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
+                     choices=("standard", "nes")),
+    "antithetic": Param(False, bool, "mirrored pairs (+noise, -noise); population must be even"),
+}
+
+
+def check_antithetic(hp) -> None:
+    if hp["antithetic"] and hp["population"] % 2:
+        n = hp["population"]
+        raise UsageError(f"--set population={n}: antithetic pairs need an even population "
+                         f"(e.g. population={n + 1})")
+
+
+def member_seed(seed: int, label: str, step: int, j: int, antithetic: bool) -> tuple[int, float]:
+    """(noise seed, sign) of member j of iteration `step`: antithetic pairs 2m, 2m+1 share
+    the seed of m with signs +1/-1."""
+    if antithetic:
+        return derive_seed(seed, label, step, j // 2), (1.0 if j % 2 == 0 else -1.0)
+    return derive_seed(seed, label, step, j), 1.0
+
+
 @register_optimizer("es", kinds=["weights"],
                     description="EA4LLM evolution strategy: seeded in-place perturbations, "
                                 "zscore/rank shaping, memory of one forward pass")
@@ -54,13 +81,7 @@ class ES(Optimizer):
                  "Scalable Alternative to Reinforcement Learning, arXiv:1703.03864")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
     PARAMS = {
-        "population": Param(30, int, "members per iteration (N)", low=2),
-        "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
-        "alpha": Param(5e-2, float, "step size", low=0.0),
-        "shaping": Param("zscore", str, "fitness shaping", choices=("zscore", "rank")),
-        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
-                         choices=("standard", "nes")),
-        "antithetic": Param(False, bool, "mirrored pairs (+eps, -eps); population must be even"),
+        **POPULATION_PARAMS,
         "members_per_forward": Param(1, int, "members scored per batched forward (torch.func vmap "
                                      "over K perturbed weight sets: memory K x weights); 1 = in place",
                                      low=1),
@@ -92,10 +113,7 @@ class ES(Optimizer):
 
     @classmethod
     def check_hparams(cls, hp) -> None:
-        if hp["antithetic"] and hp["population"] % 2:
-            n = hp["population"]
-            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
-                             f"(e.g. population={n + 1})")
+        check_antithetic(hp)
 
     # -- lifecycle -------------------------------------------------------------
     def setup(self) -> None:
@@ -103,9 +121,7 @@ class ES(Optimizer):
 
     def member(self, step: int, j: int) -> tuple[int, float]:
         """(noise seed, sign) of member j of iteration `step`."""
-        if self.hp["antithetic"]:
-            return derive_seed(self.seed, "es", step, j // 2), (1.0 if j % 2 == 0 else -1.0)
-        return derive_seed(self.seed, "es", step, j), 1.0
+        return member_seed(self.seed, "es", step, j, self.hp["antithetic"])
 
     @torch.no_grad()
     def evaluate_members(self, step: int, batch, indices, replay: bool = False) -> list[float]:
