@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,15 +21,15 @@ import torch
 
 from harness import distributed, store
 from harness import resume_checks as stored
-from harness.costs import StepCost, peak_bf16_flops
+from harness.costs import peak_bf16_flops
 from harness.envinfo import environment
 from harness.errors import UsageError, os_error_line
 from harness.faults import FaultHooks
 from harness.memory import PeakMemory
-from harness.optimizer import StepResult
 from harness.progress import Progress
 from harness.seeding import rng_state, seed_everything, set_rng_state
 from harness.spec import Budget, Prepared, RunSpec
+from harness.state import RunState
 from harness.timing import ObjectiveClock
 
 __all__ = ["Budget", "RunSpec", "Prepared", "RunState", "Runner", "run", "resume", "SUMMARY_KEYS"]
@@ -38,65 +38,6 @@ SUMMARY_KEYS = (
     "status", "reason", "optimizer", "problem", "seed", "steps", "evals", "wall_clock_s",
     "final_loss", "best_loss", "final_metric", "peak_memory_bytes", "device",
 )
-
-
-@dataclass
-class RunState:
-    """Everything the loop carries from step to step; checkpointed whole."""
-
-    step: int = 0
-    evals: int = 0
-    time_s: float = 0.0          # optimizer wall-clock: inside step() only
-    wall_s: float = 0.0          # the whole run: evaluations and checkpoints included
-    objective_s: float = 0.0     # of time_s: inside the problem's OBJECTIVE_METHODS
-    overhead_s: float = 0.0      # of time_s: the rest (ask/tell, sampling, model fitting)
-    best_loss: float | None = None
-    last_loss: float | None = None
-    last_metric: float | None = None
-    metrics: list = field(default_factory=list)     # every eval metric so far
-    # cost axes (harness.costs), optimizer work only: cumulative over the steps
-    forwards: float = 0.0        # forward-pass equivalents, a backward counting 2
-    tokens: int | None = None    # tokens of the steps' batches (token problems)
-    flops: float | None = None   # forwards x FLOPs of one forward (search spaces: evaluations)
-
-    def advance(self, res: StepResult, seconds: float, objective: float | None,
-                cost: StepCost | None = None, peak_flops: float | None = None) -> dict:
-        """Count one optimizer step; its metrics record."""
-        self.step += 1
-        self.evals += int(res.evals)
-        self.time_s += seconds
-        self.forwards += res.forwards
-        if cost is not None and cost.tokens is not None:
-            self.tokens = (self.tokens or 0) + int(cost.tokens)
-        if cost is not None and cost.flops_per_forward is not None:
-            self.flops = (self.flops or 0.0) + res.forwards * cost.flops_per_forward
-        self.last_loss = loss = float(res.loss)
-        if math.isfinite(loss) and (self.best_loss is None or loss < self.best_loss):
-            self.best_loss = loss
-        record = {"step": self.step, "evals": self.evals, "time_s": round(self.time_s, 6), "loss": loss}
-        record.update(self.costs(peak_flops))
-        if objective is not None:   # problems that declare OBJECTIVE_METHODS
-            self.objective_s += objective
-            self.overhead_s += seconds - objective
-            record.update(objective_s=round(self.objective_s, 6), overhead_s=round(self.overhead_s, 6))
-        record.update(res.extra)
-        return record
-
-    def costs(self, peak_flops: float | None = None) -> dict:
-        """The cumulative cost axes that are known: forwards, tokens, flops, mfu (CUDA)."""
-        out = {"forwards": self.forwards}
-        if self.tokens is not None:
-            out["tokens"] = self.tokens
-        if self.flops is not None:
-            out["flops"] = self.flops
-            if peak_flops and self.time_s > 0:
-                out["mfu"] = self.flops / self.time_s / peak_flops
-        return out
-
-    def evaluated(self, ev: dict) -> dict:
-        self.last_metric = ev.get("metric")
-        self.metrics.append(self.last_metric)
-        return ev
 
 
 def _finite(x) -> bool:

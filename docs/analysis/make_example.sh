@@ -12,6 +12,6 @@ export OMP_NUM_THREADS=1
 python -m harness sweep --optimizers es   --problems qwen3-tiny --seeds $SEEDS --forwards 600 --eval-every 2  --runs-dir "$RUNS" --jobs 2
 python -m harness sweep --optimizers mezo --problems qwen3-tiny --seeds $SEEDS --forwards 600 --eval-every 30 --runs-dir "$RUNS" --jobs 2
 python -m harness sweep --optimizers adam --problems qwen3-tiny --seeds $SEEDS --forwards 600 --eval-every 20 --runs-dir "$RUNS" --jobs 2
-python -m harness sweep --optimizers cma,tpe,nevergrad,random --problems sphere-5,rastrigin-5,rosenbrock-5 \
+python -m harness sweep --optimizers cma,tpe,nevergrad,random --problems bbob-f1-d5,bbob-f3-d5,bbob-f8-d5 \
     --seeds $SEEDS --evals 200 --runs-dir "$RUNS" --jobs 2
 python -m harness report "$RUNS" --out docs/analysis/report
