@@ -17,7 +17,6 @@ import pkgutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from harness import registry, store
 from harness.errors import UsageError
@@ -207,13 +206,3 @@ def experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise UsageError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS)) or '(none)'}")
     return EXPERIMENTS[name]
-
-
-def summaries(outcomes) -> list[tuple[RunItem, dict]]:
-    """(item, summary.json) of every outcome whose run wrote one."""
-    out: list[tuple[RunItem, dict[str, Any]]] = []
-    for o in outcomes:
-        path = o.run_dir / "summary.json"
-        if path.exists():
-            out.append((o.item, store.read_json(path)))
-    return out

@@ -36,13 +36,12 @@ def _pair_sets(opt: str, prob: str, overrides: dict, population: int | None) -> 
     return out
 
 
-def _check_overrides(optimizers, problems, overrides) -> set:
+def _check_overrides(optimizers, problems, overrides) -> None:
     used = set()
     for opt in optimizers:
         for prob in problems:
             used |= set(_pair_sets(opt, prob, overrides, None))
     unused_sets(overrides, used, "table")
-    return used
 
 
 def measure_items(optimizers: list[str], problems: list[str], overrides: dict | None,
