@@ -9,7 +9,8 @@ methods share one built problem and are interleaved (es, es batched, eggroll,
 es, ...) in one process on one torch thread, so machine load hits all alike;
 the weights are restored after each timed iteration (outside the timing).
 es batched is `es --set members_per_forward=N`, eggroll runs with its defaults
-(rank 1, all N members in one forward).
+(rank 1, all N members in one forward) and as eggroll-inplace
+(`--set members_per_forward=1`: W + sigma A B^T formed in place, one member at a time).
 
 Held-out loss: es and eggroll with the hyperparameters a run gets by default
 (sigma 1e-2, zscore shaping, population N; alpha 5e-2 for es, 8e-2 for eggroll,
@@ -33,7 +34,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's packages
 
 import torch  # noqa: E402
 
-METHODS = {"es": ("es", {}), "es-batched": ("es", {"members_per_forward": None}), "eggroll": ("eggroll", {})}
+METHODS = {"es": ("es", {}), "es-batched": ("es", {"members_per_forward": None}), "eggroll": ("eggroll", {}),
+           "eggroll-inplace": ("eggroll", {"members_per_forward": 1})}
 
 
 def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=()) -> dict[str, float]:

@@ -20,14 +20,18 @@ biases) are left unperturbed (vectors=unperturbed, the default) or perturbed ful
 per member (vectors=full: noise as es draws it; biases added in the Linear hook,
 other modules recomputed per member with torch.func.vmap over functional_call).
 members_per_forward=K chunks the population (memory grows with K).
+members_per_forward=1 instead forms W + sigma E_i in place (one rank-r addmm per
+weight) and takes it back after the forward, as es does with full-rank noise:
+no hooks, no stacked batch; the restore is exact only up to rounding, so under
+torchrun ranks replay every member (as es) to stay bit-identical.
 
 Update (shaping shared with es: optimizers.es.shape_fitness), in fp32, one matmul
 per weight:  W += c * A diag(F) B^T / sqrt(r)  with A = [A_1 .. A_N] (m x N r),
 F the shaped fitness times the sign (antithetic pairs share a seed), and
 c = alpha / N (standard, EA4LLM scaling, as es) or alpha / (N sigma) (nes).
 Distributed: each rank scores its shard (distributed.evaluate_population), only
-the N fitness values are exchanged; the weights never change while scoring, so
-no replay is needed.
+the N fitness values are exchanged; with K > 1 the weights never change while
+scoring, so no replay is needed.
 """
 
 from __future__ import annotations
@@ -60,8 +64,8 @@ def low_rank_factors(seed: int, index: int, like: torch.Tensor, rank: int) -> tu
 class LowRankHooks:
     """Forward hooks that add K members' perturbations inside the layers of a model.
 
-    Inactive (no members set) the hooks return None and the model is untouched, so
-    the held-out evaluation sees the unperturbed centre."""
+    The hooks are registered by set_members and removed by clear, so outside
+    scoring (e.g. the held-out evaluation of the centre) the model is untouched."""
 
     def __init__(self, model: nn.Module, named_params, vectors: str):
         params = [p for _, p in named_params]
@@ -69,6 +73,7 @@ class LowRankHooks:
         self.matrices: dict[int, torch.Tensor] = {}   # tensor index -> 2-D weight
         self.vectors: dict[int, torch.Tensor] = {}    # tensor index -> 1-D tensor perturbed full-rank
         self.handles = []
+        self._hooks: list[tuple[nn.Module, object]] = []   # (module, hook), attached while members are active
         self.active: dict | None = None
         self._inside = False
         owned = set()
@@ -78,7 +83,7 @@ class LowRankHooks:
                 self.matrices[index[id(own["weight"])]] = own["weight"]
                 owned.add(id(own["weight"]))
                 hook = self._linear if isinstance(module, nn.Linear) else self._embedding
-                self.handles.append(module.register_forward_hook(hook))
+                self._hooks.append((module, hook))
                 if isinstance(module, nn.Linear) and "bias" in own:
                     owned.add(id(own["bias"]))
                     if vectors == "full":
@@ -89,7 +94,7 @@ class LowRankHooks:
                 for p in vec.values():
                     owned.add(id(p))
                     self.vectors[index[id(p)]] = p
-                self.handles.append(module.register_forward_hook(self._vector_module))
+                self._hooks.append((module, self._vector_module))
             if vectors == "unperturbed":
                 owned.update(id(p) for p in vec.values())
         stray = [name for name, p in named_params if id(p) not in owned]
@@ -101,6 +106,7 @@ class LowRankHooks:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        self.handles = []
 
     # -- members -------------------------------------------------------------------
     def set_members(self, members: list[tuple[int, float]], sigma: float, rank: int) -> None:
@@ -118,9 +124,12 @@ class LowRankHooks:
             eps = torch.stack([tensor_noise(seed, t, v) for seed, _ in members])
             act["v"][id(v)] = (v.float() + eps * (scale * math.sqrt(rank)).to(v.device).view(k, 1)).to(v.dtype)
         self.active = act
+        if not self.handles:  # attached only while scoring: other forwards pay no hook dispatch
+            self.handles = [module.register_forward_hook(hook) for module, hook in self._hooks]
 
     def clear(self) -> None:
         self.active = None
+        self.remove()
 
     # -- hooks -----------------------------------------------------------------------
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,7 +193,8 @@ class Eggroll(Optimizer):
     PARAMS = {
         **POPULATION_PARAMS,
         "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),
-        "members_per_forward": Param(None, int, "members stacked in one forward (default: all)",
+        "members_per_forward": Param(None, int, "members stacked in one forward (default: all); "
+                                     "1 = perturb the weights in place, one member at a time, as es",
                                      low=1, optional=True),
         "vectors": Param("unperturbed", str, "1-D tensors (norms, biases): unperturbed, or "
                          "full = full-rank noise per member", choices=("unperturbed", "full")),
@@ -222,9 +232,12 @@ class Eggroll(Optimizer):
         return member_seed(self.seed, "eggroll", step, j, self.hp["antithetic"])
 
     @torch.no_grad()
-    def evaluate_members(self, step: int, batch, indices) -> list[float]:
-        """Fitness (= -mean sample loss) of the listed members, K per stacked forward."""
+    def evaluate_members(self, step: int, batch, indices, replay: bool = False) -> list[float]:
+        """Fitness (= -mean sample loss) of the listed members, K per stacked forward
+        (members_per_forward=1: in place, see _evaluate_in_place)."""
         indices = list(indices)
+        if self.hp["members_per_forward"] == 1:
+            return self._evaluate_in_place(step, batch, indices, replay)
         k = self.hp["members_per_forward"] or max(len(indices), 1)
         scores: list[float] = []
         for start in range(0, len(indices), k):
@@ -237,9 +250,50 @@ class Eggroll(Optimizer):
             scores += (-losses.float().view(len(chunk), -1).mean(1)).tolist()
         return scores
 
+    def _evaluate_in_place(self, step: int, batch, indices: list[int], replay: bool) -> list[float]:
+        """One member at a time, W += sigma A B^T / sqrt(r) formed in place by one rank-r
+        addmm per weight and taken back after the forward, as es does with its full-rank
+        noise. Where the step's batch has more rows than a layer is wide (qwen3-small on a
+        CPU) this is cheaper than the hooks' two passes over each layer's input and output.
+        The restore is exact only up to float rounding, so under torchrun every rank
+        perturbs and restores every member in member order (replay) and scores its own:
+        ranks stay bit-identical to one process scoring all N."""
+        sigma, wanted, scores = self.hp["sigma"], set(indices), {}
+        for j in (range(self.hp["population"]) if replay else indices):
+            seed, sign = self.member(step, j)
+            noise = self._member_noise(seed)
+            self._shift(noise, sign * sigma)
+            try:
+                if j in wanted:
+                    losses = self.problem.sample_losses(self.problem.stack_batch(batch, 1))
+                    scores[j] = -float(losses.float().mean())
+            finally:
+                self._shift(noise, -sign * sigma)
+        return [scores[j] for j in indices]
+
+    def _member_noise(self, seed: int) -> dict:
+        """One member's factors of every 2-D tensor and noise of every perturbed vector."""
+        r = self.hp["rank"]
+        return {"A": {t: low_rank_factors(seed, t, w, r) for t, w in self.hooks.matrices.items()},
+                "v": {t: tensor_noise(seed, t, v) for t, v in self.hooks.vectors.items()}}
+
+    def _shift(self, noise: dict, scale: float) -> None:
+        """w += scale A B^T / sqrt(r) (fp32, rounded once to w's dtype); v += scale eps."""
+        c = scale / math.sqrt(self.hp["rank"])
+        for t, w in self.hooks.matrices.items():
+            a, b = noise["A"][t]
+            if w.dtype == torch.float32:
+                w.addmm_(a, b.T, alpha=c)
+            else:
+                w.copy_(torch.addmm(w.float(), a, b.T, alpha=c))
+        for t, v in self.hooks.vectors.items():
+            _apply(v, noise["v"][t] * scale)
+
     def gather_fitness(self, step: int, batch) -> np.ndarray:
+        replay = distributed.world_size() > 1 and self.hp["members_per_forward"] == 1
+
         def score(indices):
-            return self.evaluate_members(step, batch, indices)
+            return self.evaluate_members(step, batch, indices, replay=replay)
 
         return np.asarray(distributed.evaluate_population(self.hp["population"], score, self.problem.device),
                           dtype=np.float64)

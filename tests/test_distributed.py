@@ -50,6 +50,8 @@ def _two_processes(tmp_path, optimizer, steps, overrides):
     ("mezo", {}),                     # l+ on rank 0, l- on rank 1
     # members 0-1 on rank 0, 2-3 on rank 1: the same forwards of 2 stacked members as one process
     ("eggroll", {"population": 4, "members_per_forward": 2}),
+    # in place, one member at a time: uneven shards, every rank replays the others' perturb/restore
+    ("eggroll", {"population": 5, "members_per_forward": 1}),
 ])
 def test_two_processes_are_bit_identical_to_one(tmp_path, one_thread, optimizer, overrides):
     one, s1 = _one_process(tmp_path, optimizer, 4, overrides)

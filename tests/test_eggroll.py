@@ -25,13 +25,22 @@ def _built(name, **overrides):
     ("qwen3-tiny", {"samples": 2}, {"rank": 2}),                         # Linear + tied Embedding
     ("qwen3-tiny", {"samples": 2}, {"rank": 1, "vectors": "full"}),      # + RMSNorm weights (vmap)
     ("digits-mlp", {"batch_size": 16}, {"rank": 3, "vectors": "full", "antithetic": "true"}),  # + biases
+    # members_per_forward=1: W + sigma A B^T / sqrt(r) formed in place by addmm, then taken back
+    ("qwen3-tiny", {"samples": 2}, {"rank": 2, "vectors": "full", "members_per_forward": 1}),
+    ("digits-mlp", {"batch_size": 16}, {"rank": 3, "vectors": "full", "antithetic": "true",
+                                        "members_per_forward": 1}),
 ])
 def test_batched_low_rank_forward_equals_explicit_perturbation(problem, overrides, hp):
     prob = _built(problem, **overrides)
     sigma = 0.05
     opt = build_optimizer("eggroll", prob, 0, population=4, sigma=sigma, **hp)
     batch = prob.batch(3)
+    before = [p.detach().clone() for _, p in prob.trainable()]
     batched = opt.evaluate_members(3, batch, range(4))            # 4 members, one forward
+    for (_, p), b in zip(prob.trainable(), before):              # the centre is back (in place: to rounding)
+        assert torch.allclose(p.detach(), b, rtol=0, atol=1e-6)
+        assert hp.get("members_per_forward") == 1 or torch.equal(p.detach(), b)
+    assert not opt.hooks.handles                                  # no hook left on the model
     centre = -float(prob.loss(batch))
     r = opt.hp["rank"]
     for j in (1, 2):
