@@ -67,7 +67,7 @@ def test_bad_schedule_is_one_line_before_anything_is_built(sets, needle):
         Prepared(RunSpec("es", "digits-mlp", overrides=sets))
 
 
-def test_schedule_values_are_used_and_recorded_per_step(tmp_path, one_thread):
+def test_schedule_values_are_used_by_the_update(one_thread):
     # sigma -> 0 after step 0: every member scores alike, zscore shaping gives no update
     problem, opt = _digits_es(population=4, sigma_schedule="exponential", sigma_decay=0.0)
     opt.step(0)
@@ -84,7 +84,10 @@ def test_schedule_values_are_used_and_recorded_per_step(tmp_path, one_thread):
     opt.step(1)
     assert (w1 - w0).abs().max() > 1e-4 and (snap() - w1).abs().max() < 1e-6
 
-    records = run_inprocess(tmp_path, "es", 3, problem="digits-mlp", population=4,
+
+@pytest.mark.parametrize("optimizer", ["es", "eggroll"])
+def test_schedule_values_are_recorded_per_step(tmp_path, one_thread, optimizer):
+    records = run_inprocess(tmp_path, optimizer, 3, problem="digits-mlp", population=4,
                             sigma_schedule="exponential", sigma_decay=0.5,
                             alpha_schedule="cosine", alpha_min=0.01, alpha_decay_steps=2)
     steps = [r for r in records if r["step"] >= 1]   # record k is after optimizer step k-1
