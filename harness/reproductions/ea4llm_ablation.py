@@ -144,7 +144,7 @@ class EA4LLMAblation(Experiment):
 
 def collect(runs_dir, labelled) -> tuple[list[dict], dict]:
     """One row per (ablation, level, seed) from the stored runs; curves by run name:
-    (iterations, tokens, held-out loss) at each evaluation."""
+    (iterations, estimated forward FLOPs so far, held-out loss) at each evaluation."""
     from harness import store
     from harness.errors import HarnessError
 
@@ -157,7 +157,7 @@ def collect(runs_dir, labelled) -> tuple[list[dict], dict]:
                                f"{s.get('reason')}; rerun to retry (--retry-failed)")
         records = store.read_metrics(run_dir / "metrics.jsonl")
         evals = [r for r in records if "heldout_loss" in r]
-        curves[it.name] = ([r["step"] for r in evals], [r.get("tokens") or 0 for r in evals],
+        curves[it.name] = ([r["step"] for r in evals], [r.get("flops") or 0.0 for r in evals],
                            [r["heldout_loss"] for r in evals])
         sets = dict(it.sets)
         rows.append({"ablation": ablation, "level": level, "seed": it.seed,
@@ -165,6 +165,7 @@ def collect(runs_dir, labelled) -> tuple[list[dict], dict]:
                      "steps": s["steps"], "heldout_loss_start": evals[0]["heldout_loss"],
                      "heldout_loss_end": evals[-1]["heldout_loss"],
                      "train_loss_end": records[-1]["loss"], "forwards": s["forwards"], "tokens": s["tokens"],
+                     "flops": s["flops"],
                      "optimizer_time_s": round(s["optimizer_time_s"], 2),
                      "peak_memory_mb": round(s["peak_memory_bytes"] / 2**20, 1), "run": it.name})
     return rows, curves
@@ -185,19 +186,21 @@ def table(rows, plan, args) -> str:
               and args.samples is None else "sample levels as given" if args.samples else "the paper's sample levels")
     lines = [f"es on {args.problem}, {plan['steps']} iterations, seeds {','.join(map(str, seeds))}; "
              f"{scaled}; held-out loss = -heldout_logprob (mean token negative log-likelihood on the "
-             f"held-out chunks), mean ± sd over seeds. Command: `{cmd}`", ""]
+             f"held-out chunks), mean ± sd over seeds; forwards = population x iterations; data tokens = "
+             f"samples x seq_len x iterations (every member scores the same batch); forward FLOPs: "
+             f"harness.costs' estimate over all members. Command: `{cmd}`", ""]
     for ablation, fixed in (("samples", f"population {plan['fixed_population']}"),
                             ("population", f"samples {plan['fixed_samples']}")):
         lines += [f"Ablation: {'evaluation samples per iteration' if ablation == 'samples' else 'population'} "
                   f"({fixed})", "",
                   f"| {ablation} | held-out loss, start | held-out loss, end | train loss, last iteration | "
-                  "tokens per run | forwards per run | optimizer time s |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "forwards per run | data tokens per run | forward FLOPs per run (est.) | optimizer time s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for level in dict.fromkeys(r["level"] for r in rows if r["ablation"] == ablation):
             g = [r for r in rows if r["ablation"] == ablation and r["level"] == level]
             lines.append(f"| {level} | {_ms([r['heldout_loss_start'] for r in g])} | "
                          f"{_ms([r['heldout_loss_end'] for r in g])} | {_ms([r['train_loss_end'] for r in g])} | "
-                         f"{int(g[0]['tokens']):,} | {int(g[0]['forwards']):,} | "
+                         f"{int(g[0]['forwards']):,} | {int(g[0]['tokens']):,} | {g[0]['flops']:.3g} | "
                          f"{_ms([r['optimizer_time_s'] for r in g])} |")
         lines.append("")
     lines.append(f"Paper levels (1.7B): samples {', '.join(map(str, PAPER_SAMPLES))}; population "
@@ -206,8 +209,8 @@ def table(rows, plan, args) -> str:
 
 
 def plot(rows, curves, plan, path: Path) -> None:
-    """Held-out loss against iterations and against tokens, one panel row per ablation;
-    each level's curve is the mean over seeds."""
+    """Held-out loss against iterations and against estimated forward FLOPs (the compute
+    of all members), one panel row per ablation; each level's curve is the mean over seeds."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -219,16 +222,16 @@ def plot(rows, curves, plan, path: Path) -> None:
         cmap = plt.get_cmap("viridis")
         for i, level in enumerate(levels):
             runs = [x["run"] for x in rows if x["ablation"] == ablation and x["level"] == level]
-            steps, tokens, _ = curves[runs[0]]
+            steps, flops, _ = curves[runs[0]]
             loss = np.mean([curves[name][2] for name in runs], axis=0)
             colour = cmap(i / max(len(levels) - 1, 1))
             axes[r, 0].plot(steps, loss, marker="o", ms=3, color=colour, label=f"{ablation}={level}")
-            axes[r, 1].plot(tokens, loss, marker="o", ms=3, color=colour, label=f"{ablation}={level}")
+            axes[r, 1].plot(flops, loss, marker="o", ms=3, color=colour, label=f"{ablation}={level}")
         fixed = (f"population {plan['fixed_population']}" if ablation == "samples"
                  else f"samples {plan['fixed_samples']}")
         axes[r, 0].set_title(f"{ablation} ablation ({fixed})")
         axes[r, 0].set_xlabel("iteration")
-        axes[r, 1].set_xlabel("tokens processed (all members)")
+        axes[r, 1].set_xlabel("forward FLOPs, all members (estimate, harness.costs)")
         for ax in axes[r]:
             ax.set_ylabel("held-out loss")
             ax.grid(alpha=0.3)
