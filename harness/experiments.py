@@ -130,6 +130,17 @@ def _check_axis(key: str, values: list[str], opt, prob, opt_schema, prob_schema)
             raise _as_grid(exc) from None
 
 
+def _check_one_setting(keys: list[str], on_axes, routed) -> None:
+    """One hyperparameter, one source: two spellings of a key (sigma, optimizer.sigma) on
+    two axes, or on an axis and in --set, would leave the run's value to argument order."""
+    for side in ("optimizer", "problem"):
+        axis_keys, set_keys = getattr(on_axes, side), getattr(routed, side)
+        for bare in set(axis_keys) & set(set_keys):
+            raise UsageError(f"--grid: {side} hyperparameter {bare!r} is also given with --set; give it once")
+    if len(on_axes.optimizer) + len(on_axes.problem) < len(keys):
+        raise UsageError(f"--grid {', '.join(keys)}: two of these name the same hyperparameter; give it once")
+
+
 def _as_grid(exc: UsageError) -> UsageError:
     """The --set router's message, worded for the flag the user gave (--grid)."""
     text = str(exc)
@@ -172,10 +183,12 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
             used.update(routed.used)
             # the grid keys this pair takes, routed as --set keys are
             try:
-                mine = list(route_sets({k: v[0] for k, v in axes.items()}, opt_schema, prob_schema,
-                                       opt.name, prob.name, partial=True).used)
+                on_axes = route_sets({k: v[0] for k, v in axes.items()}, opt_schema, prob_schema,
+                                     opt.name, prob.name, partial=True)
             except UsageError as exc:
                 raise _as_grid(exc) from None
+            mine = list(on_axes.used)
+            _check_one_setting(mine, on_axes, routed)
             used_axes.update(mine)
             for key in mine:
                 _check_axis(key, axes[key], opt, prob, opt_schema, prob_schema)

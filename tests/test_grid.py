@@ -92,3 +92,12 @@ def test_grid_points_skip_retry_and_report_by_grid_value(tmp_path, capsys, one_t
     table = final_results(runs_df[runs_df["status"] == "ok"])
     assert sorted(table["optimizer"]) == ["es [population=4]", "es [population=6]"]
     assert dict(zip(table["optimizer"], table["seeds"])) == {"es [population=4]": 2, "es [population=6]": 1}
+
+
+@pytest.mark.parametrize("sets, axes, needle", [
+    ({"optimizer.sigma": "0.1"}, {"sigma": ["0.2"]}, "'sigma' is also given with --set"),
+    ({}, {"sigma": ["0.1"], "optimizer.sigma": ["0.2"]}, "two of these name the same hyperparameter"),
+])
+def test_one_hyperparameter_has_one_source(sets, axes, needle):
+    with pytest.raises(UsageError, match=needle):
+        experiments.grid(["es"], ["digits-mlp"], [0], {"steps": 1}, sets, axes=axes, validate_on=None)
