@@ -15,10 +15,10 @@ from optimizers._schedules import SCHEDULE_PARAMS, value_at
 HP = {**{k: p.default for k, p in SCHEDULE_PARAMS.items()}, "sigma": 0.1, "alpha": 0.5}
 
 
-def _digits_es(seed=3, **hp):
+def _digits_es(seed=3, optimizer="es", **hp):
     problem = make_problem("digits-mlp", seed=seed)
     problem.build(torch.device("cpu"))
-    return problem, build_optimizer("es", problem, seed=seed, **hp)
+    return problem, build_optimizer(optimizer, problem, seed=seed, **hp)
 
 
 def _fingerprint(problem) -> str:
@@ -29,11 +29,13 @@ def _fingerprint(problem) -> str:
 
 
 @pytest.mark.parametrize("hp, weights, losses", [
-    # recorded with the code before schedules existed (commit 7fbae2e), 4 steps of es on digits-mlp seed 3
+    # recorded with the code before schedules existed (commit 7fbae2e), 4 steps on digits-mlp seed 3
     ({"population": 6}, "8752b4db0e760c21",
      ["0x1.261acb0000000p+1", "0x1.23c7e50000000p+1", "0x1.249cfc0000000p+1", "0x1.2005a00000000p+1"]),
     ({"population": 6, "antithetic": "true", "shaping": "rank", "scaling": "nes"}, "0960e72e20a09585",
      ["0x1.2611b20000000p+1", "0x1.2389965555555p+6", "0x1.ff8625aaaaaabp+6", "0x1.3908b25555555p+7"]),
+    ({"population": 6, "optimizer": "eggroll"}, "69e4b00b6e93ec1f",
+     ["0x1.262cba5555555p+1", "0x1.1d9aa20000000p+1", "0x1.235b380000000p+1", "0x1.16ca905555555p+1"]),
 ])
 def test_schedules_off_by_default_are_bit_identical_to_before(one_thread, hp, weights, losses):
     problem, opt = _digits_es(**hp)
