@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import json
 import pkgutil
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import registry, store
 from harness.errors import UsageError
-from harness.params import route_sets, unused_sets
+from harness.params import resolve, route_sets, unused_sets
 
 
 @dataclass(frozen=True)
@@ -34,22 +36,35 @@ class RunItem:
     sets: tuple = ()                  # (("key", "value"), ...) applied to this run
     eval_every: int | None = None     # None: the problem's default
     checkpoint_every: int | None = None  # None: the run's default
+    axes: tuple = ()                  # keys of `sets` that are grid axes (sweep --grid), in order
+
+    @property
+    def point(self) -> str:
+        """The grid values of this run, "KEY=V-KEY=V" ("" outside a grid)."""
+        values = dict(self.sets)
+        return "-".join(f"{k}={values[k]}" for k in self.axes)
 
     @property
     def name(self) -> str:
-        """Deterministic directory name: same request, same directory."""
+        """Deterministic directory name: same request, same directory. Grid values are
+        spelled out after the optimizer (es-sigma=0.02_qwen3-tiny_s0_steps10); the other
+        --set values (and grid values not safe in a file name) are in a digest."""
         (key, value), = [(k, v) for k, v in self.budget.items() if v is not None]
         tag = {"steps": f"steps{value}", "evals": f"evals{value}", "time_s": f"time{value:g}s",
                "forwards": f"fwd{value:g}"}[key]
-        name = f"{self.optimizer}_{self.problem}_s{self.seed}_{tag}"
-        if self.sets:
+        point = self.point
+        safe = _UNSAFE.sub("_", point)[:120]
+        head = f"{self.optimizer}-{safe}" if point else self.optimizer
+        name = f"{head}_{self.problem}_s{self.seed}_{tag}"
+        if len(self.sets) > len(self.axes) or safe != point:
             digest = hashlib.sha1(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]
             name += f"_{digest}"
         return name
 
     @property
     def label(self) -> str:
-        return f"{self.optimizer} on {self.problem} seed={self.seed}"
+        point = f" [{self.point}]" if self.axes else ""
+        return f"{self.optimizer}{point} on {self.problem} seed={self.seed}"
 
     def run_args(self) -> list[str]:
         """The `harness run` arguments of this item (runs-dir, run id and device aside)."""
@@ -65,7 +80,10 @@ class RunItem:
         return args
 
     def to_json(self) -> dict:
-        return {**asdict(self), "sets": dict(self.sets)}
+        return {**asdict(self), "sets": dict(self.sets), "axes": list(self.axes)}
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")   # what a grid value may keep in a directory name
 
 
 def item(optimizer: str, problem: str, seed: int, budget: dict, sets: dict | None = None,
@@ -81,23 +99,78 @@ class Grid:
     incompatible: list[tuple[str, str, str]] = field(default_factory=list)  # (opt, prob, why)
 
 
+def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
+    """["sigma=0.01,0.02", "population=20,30"] -> {"sigma": ["0.01", "0.02"], ...}: the
+    --grid axes in the order given; a malformed item is a UsageError naming it."""
+    axes: dict[str, list[str]] = {}
+    for text in items or ():
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        parts = [v.strip() for v in values.split(",")]
+        if not sep or not key or not all(parts):
+            raise UsageError(f"--grid {text!r}: expected KEY=V1,V2,... (comma-separated values, "
+                             f"none empty)")
+        if key in axes:
+            raise UsageError(f"--grid {key}: given twice; list all its values in one --grid")
+        if len(set(parts)) != len(parts):
+            raise UsageError(f"--grid {text!r}: a value is repeated")
+        axes[key] = parts
+    return axes
+
+
+def _check_axis(key: str, values: list[str], opt, prob, opt_schema, prob_schema) -> None:
+    """Each value of a grid axis parsed by the Param it routes to (the --set router):
+    a bad one is one line naming --grid KEY=VALUE."""
+    for value in values:
+        routed = route_sets({key: value}, opt_schema, prob_schema, opt.name, prob.name, partial=True)
+        try:
+            resolve(opt_schema, routed.optimizer, f"optimizer {opt.name!r}")
+            resolve(prob_schema, routed.problem, f"problem {prob.name!r}")
+        except UsageError as exc:
+            raise _as_grid(exc) from None
+
+
+def _check_one_setting(keys: list[str], on_axes, routed) -> None:
+    """One hyperparameter, one source: two spellings of a key (sigma, optimizer.sigma) on
+    two axes, or on an axis and in --set, would leave the run's value to argument order."""
+    for side in ("optimizer", "problem"):
+        axis_keys, set_keys = getattr(on_axes, side), getattr(routed, side)
+        for bare in set(axis_keys) & set(set_keys):
+            raise UsageError(f"--grid: {side} hyperparameter {bare!r} is also given with --set; give it once")
+    if len(on_axes.optimizer) + len(on_axes.problem) < len(keys):
+        raise UsageError(f"--grid {', '.join(keys)}: two of these name the same hyperparameter; give it once")
+
+
+def _as_grid(exc: UsageError) -> UsageError:
+    """The --set router's message, worded for the flag the user gave (--grid)."""
+    text = str(exc)
+    return UsageError("--grid " + text[len("--set "):] if text.startswith("--set ") else text)
+
+
 def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: dict,
          sets: dict[str, str] | None = None, *, validate_on: str | None = "auto",
-         eval_every: int | None = None, checkpoint_every: int | None = None) -> Grid:
-    """Every compatible optimizer x problem pair for every seed (the sweep).
+         eval_every: int | None = None, checkpoint_every: int | None = None,
+         axes: dict[str, list[str]] | None = None) -> Grid:
+    """Every compatible optimizer x problem pair for every seed (the sweep), times the
+    cartesian product of the grid axes (--grid KEY=V1,V2,...).
 
-    Incompatible pairs are listed, not errors. Each --set key goes to the pairs
-    that declare it and must be used by one. Every name and value is validated
-    as `run` would (validate_on: the device to validate for; None skips it), so
-    bad input fails before the first run starts.
+    Incompatible pairs are listed, not errors. Each --set key and each grid key goes
+    to the pairs that declare it (params.route_sets, the one router) and must be used
+    by one; a pair that does not take a grid key is run once, not once per value.
+    Every name and value is validated as `run` would (validate_on: the device to
+    validate for; None skips it), so bad input fails before the first run starts.
     """
-    sets = sets or {}
+    sets, axes = sets or {}, axes or {}
     if not optimizers or not problems or not seeds:
         raise UsageError("sweep needs --optimizers A,B,... --problems X,Y,... and --seeds 0,1,...")
+    for key in axes:
+        if key in sets:
+            raise UsageError(f"--grid {key}: also given with --set; give it once")
     opts = [registry.optimizer(o) for o in optimizers]
     probs = [registry.problem(p) for p in problems]
     result = Grid()
     used: set[str] = set()
+    used_axes: set[str] = set()
     for opt in opts:
         for prob in probs:
             try:
@@ -105,13 +178,31 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
             except UsageError as exc:
                 result.incompatible.append((opt.name, prob.name, str(exc)))
                 continue
-            routed = route_sets(sets, opt.schema_for(prob.factory), prob.schema()[0], opt.name,
-                                prob.name, partial=True)
+            opt_schema, prob_schema = opt.schema_for(prob.factory), prob.schema()[0]
+            routed = route_sets(sets, opt_schema, prob_schema, opt.name, prob.name, partial=True)
             used.update(routed.used)
-            for seed in seeds:
-                result.items.append(item(opt.name, prob.name, seed, budget, routed.used,
-                                         eval_every=eval_every, checkpoint_every=checkpoint_every))
+            # the grid keys this pair takes, routed as --set keys are
+            try:
+                on_axes = route_sets({k: v[0] for k, v in axes.items()}, opt_schema, prob_schema,
+                                     opt.name, prob.name, partial=True)
+            except UsageError as exc:
+                raise _as_grid(exc) from None
+            mine = list(on_axes.used)
+            _check_one_setting(mine, on_axes, routed)
+            used_axes.update(mine)
+            for key in mine:
+                _check_axis(key, axes[key], opt, prob, opt_schema, prob_schema)
+            for values in itertools.product(*(axes[k] for k in mine)):
+                point = dict(zip(mine, values))
+                for seed in seeds:
+                    result.items.append(item(opt.name, prob.name, seed, budget, {**routed.used, **point},
+                                             eval_every=eval_every, checkpoint_every=checkpoint_every,
+                                             axes=tuple(mine)))
     unused_sets(sets, used, "sweep")
+    for key in axes:
+        if key not in used_axes:
+            raise UsageError(f"--grid {key}: no optimizer or problem of this sweep declares it (see "
+                             f"`python -m harness describe NAME`; prefix optimizer. or problem. if needed)")
     if not result.items:
         raise UsageError("no compatible optimizer/problem pair in this sweep: "
                          + "; ".join(why for _, _, why in result.incompatible))

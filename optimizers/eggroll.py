@@ -29,6 +29,8 @@ Update (shaping shared with es: optimizers.es.shape_fitness), in fp32, one matmu
 per weight:  W += c * A diag(F) B^T / sqrt(r)  with A = [A_1 .. A_N] (m x N r),
 F the shaped fitness times the sign (antithetic pairs share a seed), and
 c = alpha / N (standard, EA4LLM scaling, as es) or alpha / (N sigma) (nes).
+sigma and alpha of iteration k follow es's schedules (optimizers/_schedules.py;
+constant, the default, is off).
 Distributed: each rank scores its shard (distributed.evaluate_population), only
 the N fitness values are exchanged; with K > 1 the weights never change while
 scoring, so no replay is needed.
@@ -49,6 +51,7 @@ from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
 from optimizers._perturb import tensor_noise
+from optimizers._schedules import SCHEDULE_PARAMS, check_schedules, value_at
 from optimizers.es import POPULATION_PARAMS, check_antithetic, member_seed, shape_fitness
 
 
@@ -198,11 +201,13 @@ class Eggroll(Optimizer):
                                      low=1, optional=True),
         "vectors": Param("unperturbed", str, "1-D tensors (norms, biases): unperturbed, or "
                          "full = full-rank noise per member", choices=("unperturbed", "full")),
+        **SCHEDULE_PARAMS,   # sigma/alpha decay, as es (optimizers/_schedules.py); off by default
     }
 
     @classmethod
     def check_hparams(cls, hp) -> None:
         check_antithetic(hp)
+        check_schedules(hp)
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
@@ -242,7 +247,8 @@ class Eggroll(Optimizer):
         scores: list[float] = []
         for start in range(0, len(indices), k):
             chunk = indices[start:start + k]
-            self.hooks.set_members([self.member(step, j) for j in chunk], self.hp["sigma"], self.hp["rank"])
+            self.hooks.set_members([self.member(step, j) for j in chunk], value_at(self.hp, "sigma", step),
+                                  self.hp["rank"])
             try:
                 losses = self.problem.sample_losses(self.problem.stack_batch(batch, len(chunk)))
             finally:
@@ -300,7 +306,8 @@ class Eggroll(Optimizer):
 
     @torch.no_grad()
     def update(self, step: int, fitness: np.ndarray) -> None:
-        n, sigma, alpha, r = self.hp["population"], self.hp["sigma"], self.hp["alpha"], self.hp["rank"]
+        n, r = self.hp["population"], self.hp["rank"]
+        sigma, alpha = value_at(self.hp, "sigma", step), value_at(self.hp, "alpha", step)
         shaped = shape_fitness(fitness, self.hp["shaping"])
         scale = alpha / n if self.hp["scaling"] == "standard" else alpha / (n * sigma)
         coef: dict[int, float] = {}
@@ -324,7 +331,7 @@ class Eggroll(Optimizer):
         batch = self.problem.batch(step)
         fitness = self.gather_fitness(step, batch)
         losses = -fitness
-        extra = {"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]}
+        extra = {"sigma": value_at(self.hp, "sigma", step), "alpha": value_at(self.hp, "alpha", step)}
         if not np.all(np.isfinite(fitness)):
             return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness), extra=extra)
         self.update(step, fitness)

@@ -13,6 +13,9 @@ One iteration k:
   4. update, regenerating each member's noise tensor by tensor:
      standard: w += alpha / N * sum_j A_j eps_j      (EA4LLM)
      nes:      w += alpha / (N sigma) * sum_j A_j eps_j   (NES gradient estimate)
+  sigma and alpha of iteration k follow their schedules (optimizers/_schedules.py:
+  exponential, linear or cosine decay to a floor; constant, the default, is off);
+  the values used are recorded with every step.
 
 `evaluate_members(k, batch, indices, replay=True)` scores any slice of the
 population while replaying the others' perturb/restore (noise only), so a
@@ -33,6 +36,7 @@ from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
 from optimizers._perturb import Perturber, tensor_noise
+from optimizers._schedules import SCHEDULE_PARAMS, check_schedules, value_at
 
 
 def shape_fitness(fitness: np.ndarray, method: str) -> np.ndarray:
@@ -85,6 +89,7 @@ class ES(Optimizer):
         "members_per_forward": Param(1, int, "members scored per batched forward (torch.func vmap "
                                      "over K perturbed weight sets: memory K x weights); 1 = in place",
                                      low=1),
+        **SCHEDULE_PARAMS,
     }
 
     # -- memory model (read by the planner) ------------------------------------
@@ -114,10 +119,17 @@ class ES(Optimizer):
     @classmethod
     def check_hparams(cls, hp) -> None:
         check_antithetic(hp)
+        check_schedules(hp)
 
     # -- lifecycle -------------------------------------------------------------
     def setup(self) -> None:
         self.pert = Perturber(self.problem.trainable())
+
+    def sigma_at(self, step: int) -> float:
+        return value_at(self.hp, "sigma", step)
+
+    def alpha_at(self, step: int) -> float:
+        return value_at(self.hp, "alpha", step)
 
     def member(self, step: int, j: int) -> tuple[int, float]:
         """(noise seed, sign) of member j of iteration `step`."""
@@ -134,7 +146,7 @@ class ES(Optimizer):
         weights (and the fitness values) of one process scoring all N. A member
         only replayed costs one noise generation per tensor (Perturber.bounce).
         """
-        sigma, wanted = self.hp["sigma"], list(indices)
+        sigma, wanted = self.sigma_at(step), list(indices)
         if self.hp["members_per_forward"] > 1:
             return self._evaluate_batched(step, batch, wanted)
         order = range(self.hp["population"]) if replay else wanted
@@ -158,7 +170,7 @@ class ES(Optimizer):
         weights themselves are never changed, so no restore and no replay is needed."""
         from torch.func import functional_call, vmap
 
-        sigma, k = self.hp["sigma"], self.hp["members_per_forward"]
+        sigma, k = self.sigma_at(step), self.hp["members_per_forward"]
         named = self.problem.trainable()
         scorer = _LossModule(self.problem)
         scores: list[float] = []
@@ -194,7 +206,7 @@ class ES(Optimizer):
                           dtype=np.float64)
 
     def update(self, step: int, fitness: np.ndarray) -> None:
-        n, sigma, alpha = self.hp["population"], self.hp["sigma"], self.hp["alpha"]
+        n, sigma, alpha = self.hp["population"], self.sigma_at(step), self.alpha_at(step)
         shaped = shape_fitness(fitness, self.hp["shaping"])
         scale = alpha / n if self.hp["scaling"] == "standard" else alpha / (n * sigma)
         coef: dict[int, float] = {}
@@ -207,12 +219,12 @@ class ES(Optimizer):
         batch = self.problem.batch(step)
         fitness = self.gather_fitness(step, batch)
         losses = -fitness
+        current = {"sigma": self.sigma_at(step), "alpha": self.alpha_at(step)}   # this iteration's
         if not np.all(np.isfinite(fitness)):
-            return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness),
-                              extra={"sigma": self.hp["sigma"], "alpha": self.hp["alpha"]})
+            return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness), extra=current)
         self.update(step, fitness)
         return StepResult(loss=float(losses.mean()), evals=len(fitness), forwards=len(fitness), extra={
-            "sigma": self.hp["sigma"], "alpha": self.hp["alpha"],
+            **current,
             "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std()),
         })
 

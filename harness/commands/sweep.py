@@ -17,6 +17,10 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     add_budget_arguments(p)
     add_set_argument(p)
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a hyperparameter axis (repeatable): every run for each value, cartesian "
+                        "product with the other axes, optimizers, problems and seeds; routed and "
+                        "checked as --set; run names and report labels carry the values")
     add_batch_arguments(p)
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps (every run)")
     p.add_argument("--checkpoint-every", type=int, default=None,
@@ -52,15 +56,16 @@ def main(args) -> int:
     # the intervals are checked where every run checks them (RunSpec), before anything runs
     RunSpec("", "", eval_every=args.eval_every, checkpoint_every=args.checkpoint_every or 0)
     sets = parse_set_args(args.set)
+    axes = experiments.parse_grid(args.grid)
     grid = experiments.grid(_names(args.optimizers, "--optimizers"), registry.select_problems(args.problems),
                             parse_seeds(args.seeds), budget.as_dict(), sets, validate_on=args.device,
-                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, axes=axes)
     for opt, prob, why in grid.incompatible:
         print(f"skipped (incompatible): {opt} x {prob}: {why}")
     if not args.dry_run:
         experiments.record(Path(args.runs_dir), {
             "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
-            "budget": budget.as_dict(), "sets": sets, "jobs": args.jobs, "device": args.device}, grid)
+            "budget": budget.as_dict(), "sets": sets, "grid": axes, "jobs": args.jobs, "device": args.device}, grid)
     try:
         outcomes = execute_batch(grid.items, args, extra_args=["--log", ",".join(logs)] if logs else [])
     except KeyboardInterrupt as exc:
