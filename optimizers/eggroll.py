@@ -264,7 +264,7 @@ class Eggroll(Optimizer):
         The restore is exact only up to float rounding, so under torchrun every rank
         perturbs and restores every member in member order (replay) and scores its own:
         ranks stay bit-identical to one process scoring all N."""
-        sigma, wanted, scores = self.hp["sigma"], set(indices), {}
+        sigma, wanted, scores = value_at(self.hp, "sigma", step), set(indices), {}
         for j in (range(self.hp["population"]) if replay else indices):
             seed, sign = self.member(step, j)
             noise = self._member_noise(seed)

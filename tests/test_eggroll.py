@@ -92,3 +92,15 @@ def test_eggroll_lowers_heldout_loss_on_qwen3_tiny(tmp_path):
 
 
 MARGIN = 0.45
+
+
+def test_in_place_scoring_uses_the_scheduled_sigma():
+    prob = _built("qwen3-tiny", samples=2)
+    batch, decay = prob.batch(3), {"sigma_schedule": "exponential", "sigma_decay": 0.5}
+
+    def fitness(**hp):
+        return build_optimizer("eggroll", prob, 0, population=4, sigma=0.05, **hp).evaluate_members(3, batch, range(4))
+
+    in_place = fitness(members_per_forward=1, **decay)
+    assert in_place == pytest.approx(fitness(**decay), rel=1e-5)          # = the stacked forward
+    assert max(abs(a - b) for a, b in zip(in_place, fitness(members_per_forward=1))) > 1e-5
