@@ -297,7 +297,7 @@ def _run_tpe(plan, runs_dir, jobs, device, retry_failed, executor, echo) -> list
                 try:
                     if not math.isnan(value):
                         study.add_trial(create_trial(params=params, distributions=dists[t.optimizer], value=value))
-                except ValueError:
+                except (ValueError, TypeError):   # outside the space (or None: "use the library's")
                     pass
             elif math.isnan(value):
                 study.tell(asked, state=TrialState.FAIL)

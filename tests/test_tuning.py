@@ -109,3 +109,44 @@ def test_tune_reruns_best_on_fresh_seeds_writes_csv_and_resumes(tmp_path):
     assert len(targets) == 1 and targets.pop() == pytest.approx(target)
     with pytest.raises(UsageError, match="'adam' was not tuned there"):
         report.targets_from(f"{runs}:adam")
+
+
+def test_validation_splits_are_recorded_beside_the_test_metric(one_thread):
+    from conftest import make_problem
+
+    cpu = torch.device("cpu")
+    q = make_problem("qwen3-tiny")
+    q.build(cpu)
+    n = q.eval_ids.shape[0]
+    assert q.val_ids.shape[0] == 64 and q.VALIDATION_KEY == "val_logprob"
+    held = torch.cat([q.eval_ids, q.val_ids])          # the validation chunks follow the metric's
+    assert torch.equal(held[n:], q.val_ids) and not torch.equal(q.val_ids, q.eval_ids[:64])
+    ev = q.evaluate()
+    assert ev["val_logprob"] != ev["metric"]
+    d = make_problem("digits-mlp")
+    d.build(cpu)
+    assert 0.0 <= d.evaluate()["val_macro_f1"] <= 1.0 and d.VALIDATION_KEY == "val_macro_f1"
+
+
+def test_adam_warmup_steps_ramps_the_learning_rate_linearly(one_thread):
+    from conftest import build_optimizer, make_problem
+
+    prob = make_problem("digits-mlp")
+    prob.build(torch.device("cpu"))
+    opt = build_optimizer("adam", prob, lr=0.01, warmup_steps=4)
+    lrs = [opt.step(k).extra["lr"] for k in range(6)]
+    assert lrs == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+
+
+def test_tpe_asks_are_reproduced_so_a_rerun_skips_every_trial(tmp_path, one_thread):
+    runs = tmp_path / "tpe"
+    req = lambda: request(optimizers=["cma"], sampler="tpe", trials=3, fresh_seeds=[5], space=[])  # noqa: E731
+    first = InProcessExecutor()
+    record = tuning.tune(tuning.prepare(req(), device="cpu"), runs, device="cpu", executor=first,
+                         echo=lambda *a: None)
+    trials = record["trial_runs"]
+    assert [t["trial"] for t in trials] == [0, 1, 2] and trials[0]["hparams"] == {}
+    assert all(0.05 <= t["hparams"]["sigma0"] <= 0.5 for t in trials[1:])
+    again = InProcessExecutor()
+    tuning.tune(tuning.prepare(req(), device="cpu"), runs, device="cpu", executor=again, echo=lambda *a: None)
+    assert again.launched == []
