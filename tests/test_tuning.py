@@ -150,3 +150,14 @@ def test_tpe_asks_are_reproduced_so_a_rerun_skips_every_trial(tmp_path, one_thre
     again = InProcessExecutor()
     tuning.tune(tuning.prepare(req(), device="cpu"), runs, device="cpu", executor=again, echo=lambda *a: None)
     assert again.launched == []
+
+
+def test_every_shipped_space_validates_against_its_optimizers_params():
+    from harness import registry, tuning_space
+
+    files = sorted(tuning_space.TUNING_DIR.glob("*.json"))
+    assert {"es.json", "mezo.json", "adam.json", "cma.json", "eggroll.json"} <= {p.name for p in files}
+    for path in files:
+        name, _, family = path.stem.partition(".")
+        space = tuning_space.load(name, family, None, registry.optimizer(name).schema()[0])
+        assert space.varying and str(path.name) in " ".join(space.sources)
