@@ -161,3 +161,23 @@ def test_every_shipped_space_validates_against_its_optimizers_params():
         name, _, family = path.stem.partition(".")
         space = tuning_space.load(name, family, None, registry.optimizer(name).schema()[0])
         assert space.varying and str(path.name) in " ".join(space.sources)
+
+
+def test_family_files_and_command_line_override_the_default_space(tmp_path):
+    import json
+
+    from harness import registry, tuning_space
+
+    schema = registry.optimizer("cma").schema()[0]
+    general = tuning_space.load("cma", "functions", None, schema).to_json()
+    on_qwen3 = tuning_space.load("cma", "qwen3", None, schema).to_json()
+    assert general["sigma0"]["min"] == 0.05 and on_qwen3["sigma0"] == {"min": 1e-3, "max": 0.1, "scaling": "log"}
+    assert on_qwen3["popsize"] == general["popsize"]                  # keys the family file lacks stay
+    spaces = tmp_path / "spaces.json"
+    spaces.write_text(json.dumps({"cma": {"sigma0": {"min": 0.2, "max": 0.3}}}))
+    plan = tuning.prepare(request(space=[str(spaces), "random.batch=1,5", "cma.popsize=8"]), device="cpu")
+    cma = [t.hparams for t in tuning.halton_trials(plan) if t.optimizer == "cma" and t.index > 0]
+    assert all(0.2 <= h["sigma0"] <= 0.3 and h["popsize"] == 8 for h in cma)
+    spaces.write_text(json.dumps({"adam": {"lr": {"min": 0.1, "max": 0.2}}}))
+    with pytest.raises(UsageError, match="'adam' is not one of the tuned optimizers"):
+        tuning.prepare(request(space=[str(spaces)]), device="cpu")

@@ -40,7 +40,6 @@ def main(args) -> int:
 
     from harness import tuning
     from harness.commands._common import budget_from_args, check_batch_args, interrupted_exit
-    from harness.commands.sweep import _names
     from harness.errors import UsageError
     from harness.executor import state_of
     from harness.params import parse_seed, parse_seeds, parse_set_args
@@ -53,7 +52,8 @@ def main(args) -> int:
         raise UsageError("no budget per trial: give --steps N, --evals N, --time SECONDS or --forwards N")
     RunSpec("", "", eval_every=args.eval_every, checkpoint_every=args.checkpoint_every or 0)
     req = tuning.Request(
-        optimizers=_names(args.optimizers, "--optimizers"), problem=args.problem, trials=args.trials,
+        optimizers=[n.strip() for n in args.optimizers.split(",") if n.strip()], problem=args.problem,
+        trials=args.trials,
         budget=budget.as_dict(), studies=args.studies, sampler=args.sampler.lower(),
         sampler_seed=parse_seed(args.sampler_seed, "--sampler-seed"),
         seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
