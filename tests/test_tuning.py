@@ -181,3 +181,14 @@ def test_family_files_and_command_line_override_the_default_space(tmp_path):
     spaces.write_text(json.dumps({"adam": {"lr": {"min": 0.1, "max": 0.2}}}))
     with pytest.raises(UsageError, match="'adam' is not one of the tuned optimizers"):
         tuning.prepare(request(space=[str(spaces)]), device="cpu")
+
+
+def test_describe_shows_the_tuning_space(capsys):
+    import json
+
+    from harness.cli import main
+
+    assert main(["describe", "mezo", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["tuning_space"]
+    assert info["space"]["lr"] == {"min": 1e-5, "max": 1e-2, "scaling": "log"}
+    assert info["family_overrides"] == ["digits"] and info["files"] == ["optimizers/tuning/mezo.json"]
