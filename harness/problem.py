@@ -27,6 +27,10 @@ class Problem:
     PARAMS: dict[str, Param] = {}
     METRIC = "metric"              # name of the eval metric
     METRIC_HIGHER_IS_BETTER = True
+    # The key of evaluate()'s dict that hyperparameter tuning (`tune`) selects on: the
+    # metric on a validation split disjoint from the metric's own (test) split, oriented
+    # like the metric. None: no validation split; tuning then selects on the metric.
+    VALIDATION_KEY: str | None = None
     EVAL_EVERY = 10                # default eval interval, in steps
     # Per-optimizer defaults this problem recommends, e.g. {"adam": {"lr": 3e-3}};
     # applied before --set, recorded in config.json like every other default.

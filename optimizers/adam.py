@@ -47,6 +47,8 @@ class Adam(Optimizer):
         "beta2": Param(0.999, float, low=0.0, high=1.0),
         "eps": Param(1e-8, float, low=0.0),
         "grad_clip": Param(0.0, float, "clip the gradient norm to this (0 = off)", low=0.0),
+        "warmup_steps": Param(0, int, "linear learning-rate warmup: lr (k+1)/N at step k < N "
+                              "(0 = off)", low=0),
         "fp32_master": Param(True, bool, "fp32 master weights and moments when the weights are "
                              "bf16/fp16 (no effect on fp32 weights)"),
     }
@@ -98,6 +100,11 @@ class Adam(Optimizer):
 
     def step(self, step: int) -> StepResult:
         batch = self.problem.batch(step)
+        # the warmup lr is a pure function of the step (no scheduler state to checkpoint)
+        warmup = self.hp["warmup_steps"]
+        lr = self.hp["lr"] * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         for p in self.params:
             p.grad = None
@@ -133,7 +140,7 @@ class Adam(Optimizer):
                 for m, p in zip(self.master, self.params):
                     p.copy_(m)
         # one forward + one backward (2 forwards) over the whole batch, micro-batches summed
-        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": self.hp["lr"]})
+        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": lr})
 
     @contextlib.contextmanager
     def _through_ddp(self):

@@ -6,7 +6,8 @@ weights on a batch = mean log-probability of the true next token over the
 non-pad positions of each sample, averaged over the samples; `loss` returns
 its negative. The eval metric is the same quantity on a fixed held-out set
 (the first `eval_samples` chunks of the held-out split), with perplexity =
-exp(-metric).
+exp(-metric); the next `val_samples` held-out chunks are a validation set
+(val_logprob, what `tune` selects on), disjoint from the metric's.
 
 Batch of step k: `samples` train chunks drawn uniformly without replacement
 from the generator of (seed, "batch", k), so every optimizer and every
@@ -95,6 +96,8 @@ class Qwen3Pretrain(WeightsProblem):
                       "or hf:NAME[:CONFIG]"),
         "tokenizer": Param("bytes", str, "bytes (ids < 256) or a transformers tokenizer path/name"),
         "eval_samples": Param(64, int, "held-out chunks scored by evaluate (the first N)", low=1),
+        "val_samples": Param(64, int, "validation chunks: the held-out chunks after the eval_samples ones, "
+                             "scored as val_logprob (what `tune` selects on); 0 = none", low=0),
         "eval_micro_batch": Param(None, int, "samples per eval forward (default micro_batch)",
                                   low=1, optional=True),
         "vocab_size": Param(QWEN3_VOCAB, int, "model vocabulary (kept at the configured size "
@@ -103,6 +106,7 @@ class Qwen3Pretrain(WeightsProblem):
     }
     METRIC = "heldout_logprob"
     METRIC_HIGHER_IS_BETTER = True
+    VALIDATION_KEY = "val_logprob"
     SAMPLE_LOSSES = True
     EVAL_EVERY = 10
     # Chosen from short sweeps on qwen3-tiny (see docs/qwen3_and_es.md).
@@ -168,6 +172,9 @@ class Qwen3Pretrain(WeightsProblem):
         n_eval = min(self.hp["eval_samples"], len(held))
         self.eval_ids = held.ids[:n_eval].to(device)
         self.eval_mask = held.mask[:n_eval].to(device)
+        n_val = min(self.hp["val_samples"], len(held) - n_eval)
+        self.val_ids = held.ids[n_eval:n_eval + n_val].to(device)
+        self.val_mask = held.mask[n_eval:n_eval + n_val].to(device)
         torch.manual_seed(derive_seed(self.seed, "init"))
         old = torch.get_default_dtype()
         dtype = self.dtype(device)
@@ -238,14 +245,17 @@ class Qwen3Pretrain(WeightsProblem):
         return total
 
     @torch.no_grad()
-    def evaluate(self, solution=None) -> dict[str, float]:
+    def _mean_logprob(self, ids: torch.Tensor, mask: torch.Tensor) -> float:
         mb = self.hp["eval_micro_batch"] or self.hp["micro_batch"]
-        n = self.eval_ids.shape[0]
-        parts = [self.sample_logprob(self.eval_ids[i:i + mb], self.eval_mask[i:i + mb])
-                 for i in range(0, n, mb)]
-        logprob = float(torch.cat(parts).mean())
-        return {"metric": logprob, "heldout_loss": -logprob,
-                "perplexity": math.exp(min(-logprob, 700.0))}
+        parts = [self.sample_logprob(ids[i:i + mb], mask[i:i + mb]) for i in range(0, ids.shape[0], mb)]
+        return float(torch.cat(parts).mean())
+
+    def evaluate(self, solution=None) -> dict[str, float]:
+        logprob = self._mean_logprob(self.eval_ids, self.eval_mask)
+        out = {"metric": logprob, "heldout_loss": -logprob, "perplexity": math.exp(min(-logprob, 700.0))}
+        if self.val_ids.shape[0]:
+            out["val_logprob"] = self._mean_logprob(self.val_ids, self.val_mask)
+        return out
 
 
 def _describe(size: str, shape: tuple, vocab: int, source: str) -> str:
@@ -258,7 +268,7 @@ def _describe(size: str, shape: tuple, vocab: int, source: str) -> str:
 for _size, (*_shape, _vocab, _source) in SIZES.items():
     _presets = {"vocab_size": _vocab}
     if _size not in CPU_SIZES:  # GPU sizes: longer sequences, smaller micro-batches
-        _presets.update(seq_len=512, samples=16, micro_batch=4, eval_samples=32)
+        _presets.update(seq_len=512, samples=16, micro_batch=4, eval_samples=32, val_samples=32)
     if _size == "small":
         _presets.update(seq_len=256, samples=16, micro_batch=16, eval_samples=64)
     register_problem(f"qwen3-{_size}", Qwen3Pretrain, family="qwen3",

@@ -80,4 +80,4 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
 
 SOURCES = {"coco": "COCO: f_opt + 10^2 ... 10^-8, 51 log-spaced",
            "ioh": "IOH: 10 between worst initial and best final value",
-           "given": "given with --targets"}
+           "given": "given with --targets or --targets-from a tuning run"}

@@ -33,7 +33,22 @@ def optimizer_info(entry) -> dict:
     return {"type": "optimizer", "name": entry.name, "kinds": list(entry.kinds),
             "description": entry.description, "reference": cls.REFERENCE,
             "variant_of": base[0] if entry.presets and base else None,
-            "distributed": cls.DISTRIBUTED, "hyperparameters": _params(entry.schema()[0])}
+            "distributed": cls.DISTRIBUTED, "hyperparameters": _params(entry.schema()[0]),
+            "tuning_space": _tuning_space(entry, base[0] if base else None)}
+
+
+def _tuning_space(entry, base) -> dict | None:
+    """The optimizer's default tuning space for `tune` (optimizers/tuning/), if it has one."""
+    from harness import tuning_space
+    from harness.errors import UsageError
+
+    try:
+        space = tuning_space.load(entry.name, "", base, entry.schema()[0])
+    except UsageError:
+        return None
+    families = sorted({p.stem.split(".", 1)[1] for n in (entry.name, base) if n
+                       for p in tuning_space.TUNING_DIR.glob(f"{n}.*.json")})
+    return {"space": space.to_json(), "files": list(space.sources), "family_overrides": families}
 
 
 def problem_info(entry) -> dict:
@@ -74,6 +89,12 @@ def render(info: dict) -> str:
               ("reference", info["reference"] or "-")]
     if info["type"] == "optimizer":
         fields.append(("torchrun", "yes (shards its work over ranks)" if info["distributed"] else "no"))
+        if info["tuning_space"]:
+            t = info["tuning_space"]
+            dims = "; ".join(f"{k} {v['feasible_points']}" if "feasible_points" in v else
+                             f"{k} [{v['min']:g}, {v['max']:g}] {v['scaling']}" for k, v in t["space"].items())
+            more = f" (other space on: {', '.join(t['family_overrides'])})" if t["family_overrides"] else ""
+            fields.append(("tuning space", f"{dims}{more}; `tune`, {', '.join(t['files'])}"))
     else:
         direction = "higher is better" if info["metric"]["higher_is_better"] else "lower is better"
         fields += [("family", info["family"]), ("parameters", _fmt_count(info["param_count"]))]

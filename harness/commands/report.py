@@ -13,6 +13,10 @@ def add_arguments(p) -> None:
     p.add_argument("--targets", action="append", default=[], metavar="PROBLEM=v1,v2,...",
                    help="targets of a problem in its metric's units (repeatable); default: COCO's 51 "
                         "delta-f targets where the optimum is known, else 10 from the data (IOH)")
+    p.add_argument("--targets-from", action="append", default=[], metavar="TUNING_DIR[:OPTIMIZER]",
+                   help="the target of a problem from a `tune` run (repeatable): the median over the fresh "
+                        "seeds of OPTIMIZER's tuned configuration (default: the best tuned optimizer), AlgoPerf's "
+                        "target setting, so everyone is measured against the same tuned reference")
     p.add_argument("--memory-limit", default=None, metavar="SIZE",
                    help="e.g. 80GiB: a run whose peak memory exceeds it counts as unsuccessful on every target")
 
@@ -45,6 +49,15 @@ def main(args) -> int:
         raise UsageError(f"--runs-dir {runs_dir}: no such directory of runs")
     _check_writable(Path(args.out))
     given, limit = parse_targets(args.targets), parse_bytes(args.memory_limit)
+    for spec in args.targets_from:
+        from reports.tuning import targets_from
+
+        problem, value, opt = targets_from(spec)
+        if problem in given:
+            raise UsageError(f"--targets-from {spec}: problem {problem} already has a target "
+                             f"(--targets or another --targets-from); give one")
+        given[problem] = [value]
+        print(f"target of {problem}: {value:.6g}, the median over fresh seeds of tuned {opt} ({spec})")
     result = build(runs_dir, args.out, given, limit)
     figs = result["figures"]
     n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
