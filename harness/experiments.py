@@ -201,8 +201,10 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
     unused_sets(sets, used, "sweep")
     for key in axes:
         if key not in used_axes:
-            raise UsageError(f"--grid {key}: no optimizer or problem of this sweep declares it (see "
-                             f"`python -m harness describe NAME`; prefix optimizer. or problem. if needed)")
+            skipped = "; ".join(f"{o} on {p}" for o, p, _ in result.incompatible[:3])
+            raise UsageError(f"--grid {key}: no optimizer or problem of the pairs this sweep runs declares it"
+                             + (f" (skipped as incompatible: {skipped})" if skipped else "")
+                             + " (see `python -m harness describe NAME`; prefix optimizer. or problem. if needed)")
     if not result.items:
         raise UsageError("no compatible optimizer/problem pair in this sweep: "
                          + "; ".join(why for _, _, why in result.incompatible))

@@ -44,7 +44,7 @@ def test_grid_names_with_other_sets_or_unsafe_values_get_a_digest():
     (["sigma=0.1,,0.2"], "--grid 'sigma=0.1,,0.2'"),
     (["sigma=0.1,0.1"], "repeated"),
     (["sigma=0.1", "sigma=0.2"], "--grid sigma: given twice"),
-    (["nosuch=1,2"], "--grid nosuch: no optimizer or problem of this sweep declares it"),
+    (["nosuch=1,2"], "--grid nosuch: no optimizer or problem of the pairs this sweep runs declares it"),
     (["problem.sigma=1"], "--grid problem.sigma"),
     (["samples=1,100000"], "samples=100000"),   # checked as `run` checks it (Prepared), before any run
 ])
