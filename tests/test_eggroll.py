@@ -41,7 +41,7 @@ def test_batched_low_rank_forward_equals_explicit_perturbation(problem, override
         assert torch.allclose(p.detach(), b, rtol=0, atol=1e-6)
         assert hp.get("members_per_forward") == 1 or torch.equal(p.detach(), b)
     assert not opt.hooks.handles                                  # no hook left on the model
-    centre = -float(prob.loss(batch))
+    centre = -float(prob.loss(batch).detach())
     r = opt.hp["rank"]
     for j in (1, 2):
         seed, sign = opt.member(3, j)
