@@ -234,6 +234,9 @@ class PruningProblem(Problem):
 
     KINDS = ("pruning",)
     OBJECTIVE_METHODS = ("loss",)
+    # True when batch() and masked_loss() are implemented (gradient-based mask learning:
+    # softmask); optimizers that need them refuse other problems in check_problem.
+    DIFFERENTIABLE: bool = False
     sparsity: float
 
     def prunable(self) -> list[tuple[str, torch.Tensor]]:
@@ -246,3 +249,14 @@ class PruningProblem(Problem):
 
     def loss(self, pruned: Pruned) -> float:
         raise NotImplementedError
+
+    def batch(self, step: int) -> Any:
+        """A training minibatch, a pure function of (problem seed, step). Default: not
+        offered (DIFFERENTIABLE False)."""
+        raise NotImplementedError(f"{self.name} offers no training batches")
+
+    def masked_loss(self, weights: list[torch.Tensor], batch: Any) -> torch.Tensor:
+        """Mean training loss (scalar, differentiable in `weights`) of the trained model with
+        its prunable tensors replaced by `weights` (prunable() order and shapes); the
+        trained tensors themselves are not changed. Default: not offered."""
+        raise NotImplementedError(f"{self.name} offers no differentiable masked loss")

@@ -35,6 +35,7 @@ from harness.params import Param
 from harness.problem import Pruned
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
+from harness.synflow import synflow_R, synflow_scores
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,27 +59,6 @@ def split_global(mask_flat: torch.Tensor, shapes) -> list[torch.Tensor]:
 def magnitude_masks(weights: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
     flat = torch.cat([w.abs().flatten() for w in weights])
     return split_global(top_k_mask(flat, keep), [w.shape for w in weights])
-
-
-def synflow_scores(weights: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
-    """(per-weight scores |w| * dR/d|w| of the masked net, R), in float64.
-    Linear(a, b).weight is (b, a): the all-ones row vector flows x @ W^T."""
-    ws = [(w.abs().double() * m).requires_grad_(True) for w, m in zip(weights, masks)]
-    x = torch.ones(1, ws[0].shape[1], dtype=torch.float64)
-    for w in ws:
-        x = x @ w.t()
-    r = x.sum()
-    grads = torch.autograd.grad(r, ws)
-    return [(g * w).detach() for g, w in zip(grads, (w.detach() for w in ws))], float(r.detach())
-
-
-def synflow_R(weights: list[torch.Tensor], masks: list[torch.Tensor], scales=None) -> float:
-    scales = scales or [1.0] * len(weights)
-    with torch.no_grad():
-        x = torch.ones(1, weights[0].shape[1], dtype=torch.float64)
-        for w, m, c in zip(weights, masks, scales):
-            x = x @ (w.abs().double() * m * abs(c)).t()
-        return float(x.sum())
 
 
 def iterative_synflow(weights: list[torch.Tensor], keep: int | list[int], iterations: int) -> list[torch.Tensor]:

@@ -83,9 +83,12 @@ class DigitsPrune(PruningProblem):
         "finetune_steps": Param(0, int, "AdamW steps on the masked net, reported as finetuned_f1 "
                                 "(0 = off)", low=0),
         "split_seed": Param(0, int, "seed of the fixed train/val/test split"),
+        "batch_size": Param(64, int, "minibatch of batch(), for gradient-based mask learning "
+                            "(softmask)", low=1),
     }
     METRIC = "macro_f1"
     EVAL_EVERY = 1
+    DIFFERENTIABLE = True
 
     def __init__(self, name, hparams, seed, *, sparsity: float):
         super().__init__(name, hparams, seed)
@@ -140,6 +143,18 @@ class DigitsPrune(PruningProblem):
 
     def loss(self, pruned: Pruned) -> float:
         return 1.0 - self._f1(pruned, "val")
+
+    def batch(self, step: int):
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "prune-mask-batch", step))
+        idx = torch.randint(self.data.x_train.shape[0], (self.hp["batch_size"],), generator=g).to(self.device)
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    def masked_loss(self, weights: list[torch.Tensor], batch) -> torch.Tensor:
+        x, y = batch
+        it = iter(weights)
+        for m in self.model:   # the trained net with its weight matrices swapped for `weights`
+            x = nn.functional.linear(x, next(it), m.bias) if isinstance(m, nn.Linear) else m(x)
+        return nn.functional.cross_entropy(x, y)
 
     def _finetuned_f1(self, pruned: Pruned) -> float:
         """AdamW on the masked net (masks fixed: pruned weights stay exactly 0)."""
