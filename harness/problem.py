@@ -218,10 +218,11 @@ class SearchSpaceProblem(Problem):
 class Pruned:
     """A pruning optimizer's solution: one boolean keep-mask per prunable tensor (in the
     order of PruningProblem.prunable()) and, optionally, one multiplier per tensor applied
-    to its surviving weights (energy compensation); None means 1 everywhere."""
+    to its surviving weights (energy compensation): a float, or a tensor broadcastable to
+    the tensor (per output neuron); None means 1 everywhere."""
 
     masks: list[torch.Tensor]
-    scales: list[float] | None = None
+    scales: list[float | torch.Tensor] | None = None
 
 
 class PruningProblem(Problem):
