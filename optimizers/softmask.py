@@ -18,11 +18,10 @@ Choices (each a --set parameter):
   `penalty` * |mean(m) - d|, d = 1 - sparsity, which pulls the soft density
   to the budget's density; `l1` adds `penalty` * mean(m), CS's L1 penalty
   on the mask (divided by the number of prunable weights so one value suits
-  every network size), whose final density depends on `penalty` alone.
-  Measured (digits-prune, seed 0, 400 steps): with `l1` the density stayed
-  at 12% (penalty 1) at 98% sparsity, or reached 2.6% (penalty 50) at 50%
-  sparsity, and the top-k mask then lost F1 at 98% and 50% respectively;
-  `target` does not depend on the sparsity that way.
+  every network size). With `l1` the density the soft mask settles at is
+  set by `penalty` alone, not by the budget, and the top-k mask then differs from what the
+  soft training converged to (docs/seed003.md has the measured effect);
+  `target` ties the soft density to the budget.
 - temperature annealing: beta goes from `beta0` to `beta_final`
   exponentially over `steps` AdamW steps (CS raises beta exponentially
   during training), so the soft mask hardens.
