@@ -15,9 +15,16 @@ every configuration sees the same random numbers and reruns are identical.
   and weight decay and the batch size. Same training budget, so the growth
   of optimizer overhead with dimension can be read off directly.
 
+`--set objective=synflow` replaces the trained objective by a data-free
+one: -log of the SynFlow score (harness/synflow.py) of the configuration's
+untrained network, the very network training would start from; higher
+SynFlow is better, so its negative log is minimised. Nothing is trained and
+no data is read per evaluation; only widths and depth enter it.
+
 The metric (`val_f1`, higher is better) is the validation F1 of the
-optimizer's current best configuration; `test_f1` of that configuration is
-reported next to it.
+optimizer's current best configuration trained for `final_steps` AdamW steps
+(default `train_steps`, so with the trained objective it is the objective's
+own training); `test_f1` of that configuration is reported next to it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ network without retraining. With `finetune_steps` > 0 the evaluation also
 reports `finetuned_f1`: the masked net after that many AdamW steps with the
 masks held fixed (reported separately, never as the metric). The loss the
 optimizers minimise is 1 - validation macro-F1 of the masked network.
+With `bias_correction` the biases of the masked net are recalibrated (each
+layer's mean pre-activation on the train split restored, no weight
+training) before every score. For gradient-based mask learning (softmask)
+the problem offers training minibatches (`batch`) and a loss differentiable
+in swapped-in weight tensors (`masked_loss`).
 """
 
 from __future__ import annotations
