@@ -222,10 +222,11 @@ class SearchSpaceProblem(Problem):
 class Pruned:
     """A pruning optimizer's solution: one boolean keep-mask per prunable tensor (in the
     order of PruningProblem.prunable()) and, optionally, one multiplier per tensor applied
-    to its surviving weights (energy compensation); None means 1 everywhere."""
+    to its surviving weights (energy compensation): a float, or a tensor broadcastable to
+    the tensor (per output neuron); None means 1 everywhere."""
 
     masks: list[torch.Tensor]
-    scales: list[float] | None = None
+    scales: list[float | torch.Tensor] | None = None
 
 
 class PruningProblem(Problem):
@@ -238,6 +239,9 @@ class PruningProblem(Problem):
 
     KINDS = ("pruning",)
     OBJECTIVE_METHODS = ("loss",)
+    # True when batch() and masked_loss() are implemented (gradient-based mask learning:
+    # softmask); optimizers that need them refuse other problems in check_problem.
+    DIFFERENTIABLE: bool = False
     sparsity: float
 
     def prunable(self) -> list[tuple[str, torch.Tensor]]:
@@ -250,3 +254,14 @@ class PruningProblem(Problem):
 
     def loss(self, pruned: Pruned) -> float:
         raise NotImplementedError
+
+    def batch(self, step: int) -> Any:
+        """A training minibatch, a pure function of (problem seed, step). Default: not
+        offered (DIFFERENTIABLE False)."""
+        raise NotImplementedError(f"{self.name} offers no training batches")
+
+    def masked_loss(self, weights: list[torch.Tensor], batch: Any) -> torch.Tensor:
+        """Mean training loss (scalar, differentiable in `weights`) of the trained model with
+        its prunable tensors replaced by `weights` (prunable() order and shapes); the
+        trained tensors themselves are not changed. Default: not offered."""
+        raise NotImplementedError(f"{self.name} offers no differentiable masked loss")

@@ -14,9 +14,13 @@ problem.keep_count() entries of the prunable tensors (the global budget).
   between layers exactly (see `layer_counts`), each layer keeps its
   SynFlow-best weights (iterative SynFlow with per-layer targets), then
   energy compensation rescales each layer's surviving weights so that its L2
-  norm equals the dense layer's. Fitness: `val-f1` (1 - validation
+  norm equals the dense layer's (`compensation=neuron`: each output neuron's
+  incoming weights get back the dense row's L2 norm instead). Fitness: `val-f1` (1 - validation
   macro-F1 of the compensated masked net, the default) or `synflow`
   (-log R of the compensated masked net, data free).
+
+SynFlow itself (R and the scores) lives in harness/synflow.py, shared with the
+digits-hpo problems' data-free objective.
 
 The ReLU MLPs of this harness are chains of Linear layers, so R is computed
 on the prunable weight matrices in order (prunable() order = forward order).
@@ -35,6 +39,7 @@ from harness.params import Param
 from harness.problem import Pruned
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
+from harness.synflow import synflow_R, synflow_scores
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,27 +63,6 @@ def split_global(mask_flat: torch.Tensor, shapes) -> list[torch.Tensor]:
 def magnitude_masks(weights: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
     flat = torch.cat([w.abs().flatten() for w in weights])
     return split_global(top_k_mask(flat, keep), [w.shape for w in weights])
-
-
-def synflow_scores(weights: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
-    """(per-weight scores |w| * dR/d|w| of the masked net, R), in float64.
-    Linear(a, b).weight is (b, a): the all-ones row vector flows x @ W^T."""
-    ws = [(w.abs().double() * m).requires_grad_(True) for w, m in zip(weights, masks)]
-    x = torch.ones(1, ws[0].shape[1], dtype=torch.float64)
-    for w in ws:
-        x = x @ w.t()
-    r = x.sum()
-    grads = torch.autograd.grad(r, ws)
-    return [(g * w).detach() for g, w in zip(grads, (w.detach() for w in ws))], float(r.detach())
-
-
-def synflow_R(weights: list[torch.Tensor], masks: list[torch.Tensor], scales=None) -> float:
-    scales = scales or [1.0] * len(weights)
-    with torch.no_grad():
-        x = torch.ones(1, weights[0].shape[1], dtype=torch.float64)
-        for w, m, c in zip(weights, masks, scales):
-            x = x @ (w.abs().double() * m * abs(c)).t()
-        return float(x.sum())
 
 
 def iterative_synflow(weights: list[torch.Tensor], keep: int | list[int], iterations: int) -> list[torch.Tensor]:
@@ -111,6 +95,16 @@ def energy_scales(weights: list[torch.Tensor], masks: list[torch.Tensor]) -> lis
     for w, m in zip(weights, masks):
         kept = float((w * m).norm())
         out.append(float(w.norm()) / kept if kept > 0 else 1.0)
+    return out
+
+
+def neuron_energy_scales(weights: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per output neuron (row of W) ||W_i|| / ||W_i * M_i|| as a (rows, 1) tensor: each
+    neuron's incoming weights get back the dense row's L2 norm (1 for an emptied row)."""
+    out = []
+    for w, m in zip(weights, masks):
+        kept = (w * m).norm(dim=1, keepdim=True)
+        out.append(torch.where(kept > 0, w.norm(dim=1, keepdim=True) / kept.clamp_min(1e-30), torch.ones_like(kept)))
     return out
 
 
@@ -213,6 +207,8 @@ class SynFlowCMA(Optimizer):
         "iterations": Param(20, int, "SynFlow iterations per candidate (exponential schedule)", low=1),
         "energy_compensation": Param(True, bool, "rescale each layer's survivors to the dense "
                                      "layer's L2 norm"),
+        "compensation": Param("layer", str, "form of energy compensation: layer (one L2 scale per "
+                              "layer) or neuron (one per output neuron)", choices=("layer", "neuron")),
         "sigma0": Param(1.0, float, "initial CMA step on the per-layer log-share", low=0.0),
         "bound": Param(4.0, float, "box [-bound, bound] of each per-layer log-share", low=0.0),
         "popsize": Param(None, int, "CMA population (default pycma's 4+3ln L)", low=2, optional=True),
@@ -237,7 +233,10 @@ class SynFlowCMA(Optimizer):
     def pruned_for(self, x) -> tuple[Pruned, list[int]]:
         counts = layer_counts(x, self.sizes, self.keep)
         masks = iterative_synflow(self.weights, counts, self.hp["iterations"])
-        scales = energy_scales(self.weights, masks) if self.hp["energy_compensation"] else None
+        scales = None
+        if self.hp["energy_compensation"]:
+            form = neuron_energy_scales if self.hp["compensation"] == "neuron" else energy_scales
+            scales = form(self.weights, masks)
         return Pruned(masks=masks, scales=scales), counts
 
     def fitness(self, pruned: Pruned) -> float:

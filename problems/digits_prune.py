@@ -14,6 +14,11 @@ network without retraining. With `finetune_steps` > 0 the evaluation also
 reports `finetuned_f1`: the masked net after that many AdamW steps with the
 masks held fixed (reported separately, never as the metric). The loss the
 optimizers minimise is 1 - validation macro-F1 of the masked network.
+With `bias_correction` the biases of the masked net are recalibrated (each
+layer's mean pre-activation on the train split restored, no weight
+training) before every score. For gradient-based mask learning (softmask)
+the problem offers training minibatches (`batch`) and a loss differentiable
+in swapped-in weight tensors (`masked_loss`).
 """
 
 from __future__ import annotations
@@ -83,9 +88,15 @@ class DigitsPrune(PruningProblem):
         "finetune_steps": Param(0, int, "AdamW steps on the masked net, reported as finetuned_f1 "
                                 "(0 = off)", low=0),
         "split_seed": Param(0, int, "seed of the fixed train/val/test split"),
+        "bias_correction": Param(False, bool, "after masking, shift each layer's bias so its mean "
+                                 "pre-activation on the train split equals the dense net's (no weight "
+                                 "training)"),
+        "batch_size": Param(64, int, "minibatch of batch(), for gradient-based mask learning "
+                            "(softmask)", low=1),
     }
     METRIC = "macro_f1"
     EVAL_EVERY = 1
+    DIFFERENTIABLE = True
 
     def __init__(self, name, hparams, seed, *, sparsity: float):
         super().__init__(name, hparams, seed)
@@ -111,23 +122,56 @@ class DigitsPrune(PruningProblem):
         self.model.to(device).eval().requires_grad_(False)
         self.linears = [m for m in self.model if isinstance(m, nn.Linear)]
         self.dense = [m.weight.detach().clone() for m in self.linears]
+        self.dense_biases = [m.bias.detach().clone() for m in self.linears]
+        # the dense net's mean pre-activation of each Linear on the train split (bias_correction)
+        self.dense_means, x = [], self.data.x_train
+        for m in self.model:
+            x = m(x)
+            if isinstance(m, nn.Linear):
+                self.dense_means.append(x.mean(0))
         self.dense_f1 = macro_f1(self.model(self.data.x_test), self.data.y_test)
 
     def prunable(self) -> list[tuple[str, torch.Tensor]]:
         return [(f"layer{i}.weight", w) for i, w in enumerate(self.dense)]
 
-    @torch.no_grad()
-    def _load(self, pruned: Pruned) -> None:
+    def _masked(self, pruned: Pruned) -> list[torch.Tensor]:
         if len(pruned.masks) != len(self.dense):
             raise ValueError(f"{len(pruned.masks)} masks for {len(self.dense)} prunable tensors")
         scales = pruned.scales or [1.0] * len(self.dense)
-        for m, w, mask, c in zip(self.linears, self.dense, pruned.masks, scales):
-            m.weight.copy_(w * mask.to(w.dtype) * c)
+        return [w * mask.to(w.device, w.dtype) * c for w, mask, c in zip(self.dense, pruned.masks, scales)]
+
+    @torch.no_grad()
+    def _biases(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The biases of the masked net: as trained or, with bias_correction, shifted layer
+        by layer (each after the previous ones) so that each Linear's mean pre-activation
+        over the train split equals the dense net's: a statistics recalibration without
+        weight training, the bias correction of Nagel et al. 2019 (data-free quantization)
+        applied to pruning error."""
+        if not self.hp["bias_correction"]:
+            return self.dense_biases
+        out, x, it = [], self.data.x_train, iter(zip(weights, self.dense_biases, self.dense_means))
+        for m in self.model:
+            if isinstance(m, nn.Linear):
+                w, b, target = next(it)
+                x = nn.functional.linear(x, w)
+                out.append(target - x.mean(0))
+                x = x + out[-1]
+            else:
+                x = m(x)
+        return out
+
+    @torch.no_grad()
+    def _load(self, pruned: Pruned) -> None:
+        weights = self._masked(pruned)
+        for m, w, b in zip(self.linears, weights, self._biases(weights)):
+            m.weight.copy_(w)
+            m.bias.copy_(b)
 
     @torch.no_grad()
     def _restore(self) -> None:
-        for m, w in zip(self.linears, self.dense):
+        for m, w, b in zip(self.linears, self.dense, self.dense_biases):
             m.weight.copy_(w)
+            m.bias.copy_(b)
 
     @torch.no_grad()
     def _f1(self, pruned: Pruned, split: str) -> float:
@@ -141,16 +185,29 @@ class DigitsPrune(PruningProblem):
     def loss(self, pruned: Pruned) -> float:
         return 1.0 - self._f1(pruned, "val")
 
+    def batch(self, step: int):
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "prune-mask-batch", step))
+        idx = torch.randint(self.data.x_train.shape[0], (self.hp["batch_size"],), generator=g).to(self.device)
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    def masked_loss(self, weights: list[torch.Tensor], batch) -> torch.Tensor:
+        x, y = batch
+        it = iter(weights)
+        for m in self.model:   # the trained net with its weight matrices swapped for `weights`
+            x = nn.functional.linear(x, next(it), m.bias) if isinstance(m, nn.Linear) else m(x)
+        return nn.functional.cross_entropy(x, y)
+
     def _finetuned_f1(self, pruned: Pruned) -> float:
         """AdamW on the masked net (masks fixed: pruned weights stay exactly 0)."""
         model = make_mlp([self.hp["hidden"]] * self.hp["depth"]).to(self.device)
         model.load_state_dict(self.model.state_dict())
         linears = [m for m in model if isinstance(m, nn.Linear)]
-        scales = pruned.scales or [1.0] * len(linears)
         masks = [mask.to(self.device, torch.float32) for mask in pruned.masks]
+        weights = self._masked(pruned)
         with torch.no_grad():
-            for m, w, mask, c in zip(linears, self.dense, masks, scales):
-                m.weight.copy_(w * mask * c)
+            for m, w, b in zip(linears, weights, self._biases(weights)):
+                m.weight.copy_(w)
+                m.bias.copy_(b)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
         g = torch.Generator().manual_seed(derive_seed(self.seed, "prune-finetune"))
         n = self.data.x_train.shape[0]

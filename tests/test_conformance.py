@@ -35,6 +35,7 @@ FAST = {
     "es": {"population": 4}, "eggroll": {"population": 4}, "cma": {"popsize": 4}, "synflow": {"iterations": 3},
     "synflow-cma": {"popsize": 4, "iterations": 3}, "genome": {"population": 4, "iterations": 3},
     "genome+": {"population": 4, "iterations": 3}, "random": {"batch": 2}, "nevergrad": {"budget": 6},
+    "softmask": {"steps": 3},
 }
 CASES = [(name, kind) for name, entry in sorted(registry.OPTIMIZERS.items()) for kind in entry.kinds]
 
@@ -75,7 +76,7 @@ def _run(tmp_path, name, kind, steps=3, kill_at=0):
 
 
 def test_every_optimizer_has_a_case():
-    assert len(CASES) >= len(registry.OPTIMIZERS) == 15
+    assert len(CASES) >= len(registry.OPTIMIZERS) == 16
     assert {kind for _, kind in CASES} <= set(SMALLEST)
 
 

@@ -133,15 +133,18 @@ def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
                str(tmp_path / "runs"), "--set", "adam_steps=5", "--set", "sparsities=90,98",
                "--set", "prune_evals=6", "--set", "prune_train_steps=100", "--set", "hpo_problems=digits-hpo",
                "--set", "hpo_optimizers=tpe,cma", "--set", "hpo_evals=3", "--set", "hpo_train_steps=5",
+               "--set", "softmask_steps=5", "--set", "objective_evals=3", "--set", "final_steps=5",
                env={"HARNESS_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "out" / "seed003.md").read_text()
     assert "| 98% |" in text and "| 90% |" in text and "0.81" in text
     assert "| digits-hpo | 6 | tpe | 3 |" in text and "| digits-hpo | 6 | cma | 3 |" in text
     assert "Differences from the paper" in text and "98%: synflow-cma" in text
+    assert "| synflow-cma | softmask | paper |" in text and "| synflow | 3 |" in text
+    assert "| trained | 3 |" in text and "faster per evaluation" in text
     assert (tmp_path / "out" / "runs.csv").exists()
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "summary.json").exists()]
-    assert len(runs) == 1 + 2 * 3 + 2 and not (tmp_path / "runs" / ".sweep-logs").exists()
+    assert len(runs) == 1 + 2 * 4 + 2 + 2 and not (tmp_path / "runs" / ".sweep-logs").exists()
     peaks = {round(float(r["peak_memory_mb"])) for r in csv.DictReader(open(tmp_path / "out" / "runs.csv"))}
     assert len(peaks) > 3   # each run's own peak (one process each), not one running maximum
 
@@ -151,6 +154,8 @@ def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
     (["reproduce", "seed003", "--seeds", "0,x"], "comma-separated"),
     (["reproduce", "seed003", "--set", "hpo_optimizers=tpe,magnitude"], "'magnitude'"),
     (["reproduce", "seed003", "--set", "sparsities=99"], "digits-prune-99"),
+    (["reproduce", "seed003", "--set", "objectives=trained,bogus"], "'bogus'"),
+    (["reproduce", "seed003", "--set", "prune_sets=optimizer.popsize"], "prune_sets"),
 ])
 def test_reproduce_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, needle):
     proc = cli(*args, "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"))

@@ -147,3 +147,34 @@ def test_pruning_optimizer_on_a_search_space_is_refused(cli, tmp_path):
     proc = cli("run", "--optimizer", "synflow-cma", "--problem", "digits-hpo", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "pruning" in proc.stderr and "search-space" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_bias_correction_restores_each_layers_mean_preactivation_without_touching_weights():
+    problem = _problem(98, bias_correction="true")
+    weights = [w for _, w in problem.prunable()]
+    pruned = Pruned(magnitude_masks(weights, problem.keep_count()))
+    masked = problem._masked(pruned)
+    biases = problem._biases(masked)
+    x, it = problem.data.x_train, iter(zip(masked, biases, problem.dense_means))
+    for m in problem.model:
+        if isinstance(m, torch.nn.Linear):
+            w, b, target = next(it)
+            x = torch.nn.functional.linear(x, w, b)
+            assert torch.allclose(x.mean(0), target, atol=1e-4)
+        else:
+            x = m(x)
+    assert all(torch.equal(a, b) for a, b in zip(masked, problem._masked(pruned)))
+    plain = _problem(98)
+    assert plain._biases(masked) is plain.dense_biases     # off by default: biases as trained
+
+
+def test_neuron_compensation_restores_every_rows_norm():
+    from optimizers.pruning import neuron_energy_scales
+
+    problem = _problem(90)
+    weights = [w for _, w in problem.prunable()]
+    masks = magnitude_masks(weights, problem.keep_count())
+    for w, m, c in zip(weights, masks, neuron_energy_scales(weights, masks)):
+        kept = (w * m).norm(dim=1) > 0
+        assert torch.allclose((w * m * c).norm(dim=1)[kept], w.norm(dim=1)[kept], rtol=1e-5)
+        assert torch.all(c.squeeze(1)[~kept] == 1)
