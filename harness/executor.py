@@ -78,8 +78,10 @@ class LocalExecutor:
         self.children: set[subprocess.Popen] = set()
         self._guard = threading.Lock()
 
-    def launch(self, cmd: list[str], env: dict, log) -> tuple[int, int]:
-        """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes)."""
+    def launch(self, cmd: list[str], env: dict, log, resume_cmd: list[str] | None = None) -> tuple[int, int]:
+        """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes).
+        `resume_cmd` continues the run from its checkpoint (for executors whose jobs are
+        requeued, harness.cluster); a child here is never restarted."""
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         with self._guard:
             self.children.add(proc)
@@ -198,6 +200,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         shutil.rmtree(run_dir)  # our own deterministic directory; nothing to resume in it
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
+    resume_cmd = cmd + ["--resume", str(run_dir), *extra_args]
     if state == "resumable":
         cmd += ["--resume", str(run_dir)]
         action = "resumed"
@@ -214,7 +217,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         log.write(header.encode())
         log.flush()
         env = sweep_child_env(os.environ, item.optimizer, item.problem, item.seed)
-        rc, child_peak = executor.launch(cmd, env, log)
+        rc, child_peak = executor.launch(cmd, env, log, resume_cmd=resume_cmd)
     wall = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     output = text.split(header, 1)[-1]  # what the child printed

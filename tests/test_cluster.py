@@ -1,0 +1,92 @@
+"""Sweeps through submitit (harness/cluster.py): flags, the SLURM mapping, and the
+submitit-local path end to end (same results as local; a preempted job requeued and resumed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import load_jsonl, without_time
+from harness import cluster, runner, store
+from harness.cli import main as cli_main
+from harness.spec import Budget, RunSpec
+
+pytest.importorskip("submitit")
+
+SWEEP = ["sweep", "--optimizers", "random,cma", "--problems", "bbob-f1-d2", "--steps", "8",
+         "--checkpoint-every", "100"]
+
+
+def _cli(argv, capsys):
+    code = cli_main(argv)
+    out = capsys.readouterr()
+    return code, out.out, [line for line in out.err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--executor", "submitit-local", "--executor-set", "partiton=gpu"], ["partiton", "partition", "timeout_min"]),
+    (["--executor", "submitit-local", "--executor-set", "timeout_min=soon"], ["timeout_min=soon", "int"]),
+    (["--executor", "pbs"], ["pbs", "submitit-local"]),
+    (["--executor-set", "partition=gpu"], ["partition", "slurm"]),
+])
+def test_bad_executor_flags_are_one_line_exit_2_nothing_written(tmp_path, capsys, flags, words):
+    runs = tmp_path / "runs"
+    code, _, err = _cli([*SWEEP, "--runs-dir", str(runs), *flags], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert all(w in err[0] for w in words), err[0]
+    assert not runs.exists()
+
+
+def test_slurm_without_srun_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))   # no srun on it
+    code, _, err = _cli([*SWEEP, "--runs-dir", str(tmp_path / "runs"), "--executor", "slurm"], capsys)
+    assert code == 2 and len(err) == 1 and "srun" in err[0]
+
+
+def test_executor_sets_map_onto_the_sbatch_file(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")   # submitit looks for srun
+    sets = cluster.parse_executor_sets(["partition=gpu", "gpus_per_node=2", "timeout_min=30", "mem_gb=64",
+                                        "cpus_per_task=8", "signal_delay_s=120", "max_num_timeout=5"])
+    ex = cluster.SubmititExecutor("slurm", sets, tmp_path / "runs")
+    sbatch = ex._executor._executor._make_submission_file_text("CMD", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=30", "--mem=64GB", "--cpus-per-task=8",
+                 "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in sbatch, sbatch
+    assert ex._executor._executor.max_num_timeout == 5
+    assert str(tmp_path / "runs" / ".submitit") in sbatch   # job files live beside the runs
+
+
+def _trajectories(runs: Path) -> dict:
+    return {store.read_json(d / "config.json")["optimizer"]: without_time(load_jsonl(d / "metrics.jsonl"))
+            for d in store.iter_runs(runs)}
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_matches_local_and_a_preempted_job_resumes(tmp_path, capsys, monkeypatch):
+    local, subm = tmp_path / "local", tmp_path / "submitit"
+    for opt in ("random", "cma"):   # what the local executor's children compute, in this process
+        runner.run(RunSpec(opt, "bbob-f1-d2", budget=Budget(steps=8), runs_dir=str(local)), progress=False)
+    # every job is warned at step 3 (SIGUSR2, as SLURM before a time limit): the run checkpoints
+    # on the job's SIGTERM, the job is requeued and the run resumes from its checkpoint
+    monkeypatch.setenv("HARNESS_TEST_PREEMPT_JOB_AT_STEP", "3")
+    code, out, err = _cli([*SWEEP, "--runs-dir", str(subm), "--jobs", "2", "--executor", "submitit-local",
+                           "--executor-set", "timeout_min=10"], capsys)
+    assert code == 0, out + "\n".join(err)
+    assert "submitit-local job" in out and "sweep done: 2 ok" in out
+    for d in store.iter_runs(subm):
+        log = (d / "sweep.log").read_text()
+        assert "interrupted:" in log and "--resume" in log and log.rstrip().splitlines()[-1].startswith("ok:")
+        s = store.read_json(d / "summary.json")
+        assert s["status"] == "ok" and s["steps"] == 8
+    assert _trajectories(subm) == _trajectories(local)   # bit-identical trajectories, requeue or not
+    assert len(_trajectories(subm)) == 2
+    # a second time: both are done, nothing is submitted
+    code, out, _ = _cli([*SWEEP, "--runs-dir", str(subm), "--executor", "submitit-local"], capsys)
+    assert code == 0 and out.count("already-done") == 2
+    assert len(list((subm / ".submitit").glob("[0-9]*"))) == 2
