@@ -95,6 +95,12 @@ class Optimizer:
         solution, held in place), a config dict for search spaces, masks for pruning."""
         return None
 
+    def collective_checkpoint(self) -> bool:
+        """True when state_dict/load_state_dict (this one's and the problem's) are collectives
+        every torchrun rank must call, as with FSDP-sharded weights; rank 0 still writes the
+        file. Default False: rank 0 alone builds and writes the checkpoint."""
+        return False
+
     def state_dict(self) -> dict:
         return {}
 
