@@ -281,6 +281,7 @@ def _prepare(spec: RunSpec) -> Prepared:
     """Validate, join torchrun's process group, and refuse a run whose planned peak
     memory does not fit (exit 3), all before anything is written."""
     prepared = Prepared(spec)
+    prepared.optimizer_class.check_launch(prepared.opt_hp)
     prepared.device = distributed.init(prepared.device)
     if not spec.force:
         from harness import planner

@@ -48,6 +48,7 @@ class Adam(Optimizer):
     REFERENCE = ("AdamW: Loshchilov & Hutter, Decoupled Weight Decay Regularization (ICLR 2019), "
                  "arXiv:1711.05101; library: torch.optim.AdamW")
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
+    SHARD_SETTINGS = {"shard": "fsdp"}   # or FSDP2: weights, gradients, states split over ranks
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
         "weight_decay": Param(0.0, float, "decoupled weight decay", low=0.0),
@@ -68,7 +69,10 @@ class Adam(Optimizer):
     def check_hparams(cls, hp: dict) -> None:
         if hp.get("offload", "off") != "off" and hp.get("shard") != "fsdp":
             raise UsageError(f"--set offload={hp['offload']}: only with --set shard=fsdp")
-        if hp.get("shard") == "fsdp" and not distributed.launched():
+
+    @classmethod
+    def check_launch(cls, hp: dict) -> None:
+        if hp["shard"] == "fsdp" and not distributed.launched():
             raise UsageError("--set shard=fsdp shards over torchrun's processes: launch with "
                              "torchrun --nproc_per_node N -m harness run ... (docs/cluster.md)")
 
@@ -77,6 +81,8 @@ class Adam(Optimizer):
         """Bytes beyond the weights: gradients (param dtype), two AdamW moments, and the
         activations kept for the backward of one micro-batch. Under bf16/fp16 with
         fp32_master: fp32 moments, an fp32 master copy and its fp32 gradient."""
+        if hp.get("shard") == "fsdp":
+            return cls._sharded_memory(hp, facts)
         n = facts.trainable_count
         master = facts.dtype_bytes < 4 and hp.get("fp32_master", True)
         out = {"gradients": int(facts.trainable_bytes),
@@ -86,6 +92,30 @@ class Adam(Optimizer):
             out["master_weights"] = int(4 * n)
             out["master_gradients"] = int(4 * n)
         return out
+
+    @staticmethod
+    def _sharded_memory(hp: dict, facts) -> dict[str, int]:
+        """shard=fsdp, per rank of W: 1/W of the sharded parameters (fp32 masters when the
+        weights are bf16/fp16 and fp32_master), of their gradients and of the two AdamW
+        moments; plus what FSDP2 gathers whole: the root group (kept gathered from forward
+        to backward) and up to two decoder layers (the one computing and the one prefetched)
+        in the compute dtype, and their unsharded gradients (reduce dtype: fp32 for
+        low-precision weights) before the reduce-scatter; plus one micro-batch's activations
+        (an upper bound: a rank's slice of the batch may be smaller). offload=cpu moves the
+        sharded parameters, gradients and moments to host memory: off the device plan."""
+        w, n = max(1, facts.world_size), facts.trainable_count
+        low = facts.dtype_bytes < 4
+        shard_bytes = 4 if low and hp.get("fp32_master", True) else facts.dtype_bytes
+        reduce_scale = 4 / facts.dtype_bytes if low else 1
+        gathered = facts.root_unit_bytes + 2 * facts.largest_unit_bytes
+        buffers = facts.weight_bytes - facts.trainable_bytes       # replicated, not sharded
+        on_device = hp.get("offload", "off") != "cpu"
+        sharded = -(-n * shard_bytes // w) if on_device else 0     # ceil: the shards are padded
+        return {"weights": int(buffers + sharded),
+                "gathered_weights": int(gathered),
+                "gradients": int(sharded + gathered * reduce_scale),
+                "optimizer_states": int(2 * sharded),
+                "activations": int(facts.backward_activation_bytes)}
 
     def setup(self) -> None:
         self.ddp = self.fsdp = None

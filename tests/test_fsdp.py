@@ -54,3 +54,69 @@ def test_fsdp_two_ranks_follow_one_process_and_resume(tmp_path, one_thread):
     assert two[-1]["metric"] == pytest.approx(one[-1]["metric"], rel=1e-4)
     assert one[-1]["loss"] < one[1]["loss"] - 0.5   # it trains
     assert store.read_json(run_dir / "summary.json")["status"] == "ok"
+
+
+# -- the plan of sharded adam, per rank ---------------------------------------------
+
+def _plans(problem="qwen3-8b", sets=None, worlds=(1, 2, 4, 8)):
+    from harness.planner import plan_run
+    from harness.spec import Prepared, RunSpec
+
+    p = Prepared(RunSpec(optimizer="adam", problem=problem, overrides={"shard": "fsdp", **(sets or {})},
+                         device="cpu"))
+    return {w: plan_run("adam", p.optimizer_class, p.opt_hp, p.problem, "cuda", world_size=w) for w in worlds}
+
+
+def test_sharded_adam_plan_shrinks_as_one_over_world_size():
+    plans = _plans()
+    one = plans[1].breakdown
+    f = plans[1].facts
+    whole = f.root_unit_bytes + 2 * f.largest_unit_bytes      # gathered by FSDP, held whole
+    assert 0 < whole < f.trainable_bytes / 4
+    for w, plan in plans.items():
+        b = plan.breakdown
+        # the sharded states are 1/W of the unsharded ones, up to the padding of one element per shard
+        assert abs(b["optimizer_states"] * w - one["optimizer_states"]) <= 2 * 4 * w
+        assert abs((b["weights"] - (f.weight_bytes - f.trainable_bytes)) * w
+                   - (one["weights"] - (f.weight_bytes - f.trainable_bytes))) <= 4 * w
+        assert b["gathered_weights"] == one["gathered_weights"] and b["activations"] == one["activations"]
+        # per rank: at most 1/W of the sharded part plus what every rank holds whole
+        replicated = b["gathered_weights"] + b["activations"] + 2 * whole + (f.weight_bytes - f.trainable_bytes)
+        assert plan.peak_bytes <= plans[1].peak_bytes / w + replicated
+    peaks = [plans[w].peak_bytes for w in sorted(plans)]
+    assert peaks == sorted(peaks, reverse=True) and peaks[-1] < peaks[0] / 2.5
+
+
+def test_ranks_needed_is_the_fewest_that_fit():
+    from harness.planner import GiB, ranks_for
+
+    needs = ranks_for("adam", "qwen3-8b", {}, "cuda", [80, 141, 1])
+    plans = _plans(worlds=range(1, 9))
+    for gib in (80, 141):
+        n = needs[gib]
+        assert n is not None and plans[n].peak_bytes <= gib * GiB < plans[n - 1].peak_bytes
+    assert needs[1] is None          # activations alone exceed 1 GiB: no world size fits
+    assert needs[80] > needs[141] > 1
+
+
+def test_plan_world_size_flag_prints_the_per_rank_plan_and_the_ranks_needed(capsys):
+    code = cli_main(["plan", "--optimizer", "adam", "--problem", "qwen3-8b", "--device", "cuda",
+                     "--set", "shard=fsdp", "--world-size", "4", "--gpu-gib", "80,141"])
+    out = capsys.readouterr().out
+    assert code == 0 and "per rank of 4" in out and "gathered_weights" in out
+    assert "--set shard=fsdp, torchrun --nproc_per_node N): needs " in out and "x 80 GiB" in out
+    assert f"{_plans(worlds=(4,))[4].peak_bytes / 2**30:.2f} GiB" in out
+
+
+def test_preflight_says_how_many_devices_like_this_one_a_run_needs(monkeypatch):
+    from harness import planner
+    from harness.errors import PreflightError
+    from harness.spec import Prepared, RunSpec
+
+    monkeypatch.setenv("HARNESS_TEST_AVAILABLE_BYTES", str(12 * 2**30))   # one 12 GiB device
+    p = Prepared(RunSpec(optimizer="adam", problem="qwen3-0.6b", device="cpu"))
+    n = planner.ranks_for("adam", "qwen3-0.6b", {}, "cuda", [12])[12]
+    assert n is not None and n > 1
+    with pytest.raises(PreflightError) as err:
+        planner.preflight("adam", p.optimizer_class, p.opt_hp, p.problem, torch.device("cuda"), p.kind)
+    assert f"--set shard=fsdp under torchrun --nproc_per_node {n} ({n} devices like this one)" in str(err.value)
