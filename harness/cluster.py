@@ -114,35 +114,72 @@ class SubmititExecutor:
         self.poll_s = poll_s
         self.jobs: set = set()
         self._guard = threading.Lock()
-        self._stop = threading.Event()
+        self._cancelled = threading.Event()   # SIGTERM: jobs cancelled, waited for
+        self._detach = threading.Event()      # Ctrl-C: jobs left running, not waited for
 
     def launch(self, cmd: list[str], env: dict, log, resume_cmd: list[str] | None = None) -> tuple[int, int]:
-        """Submit the run as a job and wait for it: (exit code, the run process's peak RSS)."""
-        changed, dropped = _env_delta(env)
-        job = self._executor.submit(RunJob(cmd, resume_cmd or cmd, _run_dir_of(cmd), changed, dropped,
-                                           log.name))
+        """Submit the run as a job (or re-attach to the live job an earlier sweep submitted
+        for it) and wait for it: (exit code, the run process's peak RSS)."""
+        run_dir = _run_dir_of(cmd)
+        record = _record_path(run_dir)
+        job = self._live_job(record)
+        if job is not None:
+            _say(log, f"re-attached to {self.cluster} job {job.job_id}: an earlier sweep submitted it "
+                      "and it is still queued or running")
+        else:
+            changed, dropped = _env_delta(env)
+            job = self._executor.submit(RunJob(cmd, resume_cmd or cmd, run_dir, changed, dropped, log.name))
+            if self.cluster == "slurm":   # for a later sweep, where file locks may not reach the job's node
+                from harness import store
+
+                store.write_json(record, {"job_id": job.job_id, "folder": str(self.folder)})
         with self._guard:
             self.jobs.add(job)
         try:
             while not job.done():
-                if self._stop.wait(self.poll_s):
-                    return 143, 0   # cancelled: the run checkpointed on the scheduler's SIGTERM
+                if self._detach.wait(self.poll_s):
+                    raise KeyboardInterrupt   # Ctrl-C: stop waiting; the job runs on (re-attached later)
+            record.unlink(missing_ok=True)
             try:
                 return job.result()
-            except Exception as exc:   # the job itself failed: say so in the run's log
+            except Exception as exc:   # the job itself failed (or was cancelled): say so in the run's log
+                if self._cancelled.is_set():
+                    return 143, 0      # the scheduler's SIGTERM made the run checkpoint and stop
                 last = str(exc).strip().splitlines()
-                with open(log.name, "a") as fh:
-                    fh.write(f"submitit job {job.job_id} ended without a result: "
-                             f"{last[-1] if last else type(exc).__name__}\n")
+                _say(log, f"submitit job {job.job_id} ended without a result: "
+                          f"{last[-1] if last else type(exc).__name__}")
                 return 1, 0
         finally:
             with self._guard:
                 self.jobs.discard(job)
 
+    def has_live_job(self, run_dir) -> bool:
+        return self._live_job(_record_path(str(run_dir))) is not None
+
+    def _live_job(self, record: Path):
+        """The job an earlier sweep submitted for this run, if SLURM still has it queued or
+        running; None otherwise (and for submitit-local, whose jobs die with their sweep)."""
+        if self.cluster != "slurm" or not record.exists():
+            return None
+        import submitit
+
+        from harness import store
+
+        try:
+            rec = store.read_json(record)
+            job = submitit.SlurmJob(folder=rec["folder"], job_id=str(rec["job_id"]))
+            live = not job.done(force_check=True)
+        except Exception:   # a damaged record or an unknown job: submit afresh
+            live = False
+        if not live:
+            record.unlink(missing_ok=True)
+            return None
+        return job
+
     def signal_all(self, signum: int) -> None:
         """SIGTERM to the sweep: cancel the jobs in flight (the scheduler sends each run
-        SIGTERM, so it checkpoints) and stop waiting for them."""
-        self._stop.set()
+        SIGTERM, so it checkpoints and records `interrupted`) and wait for them to end."""
+        self._cancelled.set()
         with self._guard:
             jobs = list(self.jobs)
         for job in jobs:
@@ -150,6 +187,20 @@ class SubmititExecutor:
                 job.cancel(check=False)
             except Exception:   # already gone
                 pass
+
+    def stop_waiting(self) -> None:
+        """Ctrl-C: stop waiting for jobs; they run on, and the same sweep again re-attaches
+        to them (slurm) instead of submitting the runs twice."""
+        self._detach.set()
+
+
+def _record_path(run_dir: str) -> Path:
+    return Path(run_dir).parent / ".locks" / f"{Path(run_dir).name}.job"
+
+
+def _say(log, line: str) -> None:
+    with open(log.name, "a") as fh:
+        fh.write(line + "\n")
 
 
 def _run_dir_of(cmd: list[str]) -> str:

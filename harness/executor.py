@@ -97,6 +97,13 @@ class LocalExecutor:
         proc.returncode = os.waitstatus_to_exitcode(wstatus)
         return proc.returncode, int(usage.ru_maxrss) * 1024
 
+    def has_live_job(self, run_dir: Path) -> bool:
+        """A scheduler job submitted earlier still runs this run: never for local children."""
+        return False
+
+    def stop_waiting(self) -> None:
+        """Ctrl-C: nothing to do here; the children got it too (same process group)."""
+
     def signal_all(self, signum: int) -> None:
         """Pass a signal on to every running child (preemption of the whole batch)."""
         with self._guard:
@@ -179,7 +186,9 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
 
 def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, extra_args) -> Outcome:
     run_dir = runs_dir / item.name
-    state = state_of(run_dir)
+    # a scheduler job an earlier batch submitted still runs it (where file locks may not
+    # reach the job's node, the directory must not be judged from here): wait for that job
+    state = "attached" if executor.has_live_job(run_dir) else state_of(run_dir)
     if state == "busy":   # a run or --resume started by hand owns it: wait, then look again
         echo(f"waiting: {run_dir} is run by process {store.run_lock(run_dir).owner()}")
         held = store.run_lock(run_dir)
@@ -201,7 +210,10 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
     resume_cmd = cmd + ["--resume", str(run_dir), *extra_args]
-    if state == "resumable":
+    if state == "attached":
+        cmd += ["--resume", str(run_dir)]
+        action = "re-attached"
+    elif state == "resumable":
         cmd += ["--resume", str(run_dir)]
         action = "resumed"
     else:
@@ -262,6 +274,7 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
                      f"{took}  {o.run_dir}{why}")
         except KeyboardInterrupt:
             stop.set()  # children got the SIGINT (or our SIGTERM) too and record `interrupted`
+            executor.stop_waiting()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:

@@ -4,6 +4,7 @@ submitit-local path end to end (same results as local; a preempted job requeued 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,50 @@ def test_submitit_local_sweep_matches_local_and_a_preempted_job_resumes(tmp_path
     code, out, _ = _cli([*SWEEP, "--runs-dir", str(subm), "--executor", "submitit-local"], capsys)
     assert code == 0 and out.count("already-done") == 2
     assert len(list((subm / ".submitit").glob("[0-9]*"))) == 2
+
+
+def test_a_sweep_re_attaches_to_the_live_slurm_job_of_an_earlier_sweep(tmp_path, monkeypatch):
+    """Where flock does not reach the job's node (some NFS setups), the job record in
+    .locks/NAME.job keeps a second sweep from submitting (or deleting) a run twice."""
+    import submitit
+
+    from harness import executor, experiments
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    runs = tmp_path / "runs"
+    item = experiments.RunItem("random", "bbob-f1-d2", 0, {"steps": 3})
+    (runs / ".locks").mkdir(parents=True)
+    store.write_json(runs / ".locks" / f"{item.name}.job", {"job_id": "4242", "folder": str(runs / ".submitit/%j")})
+    (runs / item.name).mkdir()   # what the live job has written so far: no config yet ("stale" from here)
+
+    class LiveJob:   # SLURM says: still running, then done, with the run's result
+        polls = 0
+
+        def __init__(self, folder, job_id):
+            assert job_id == "4242"
+            self.job_id = job_id
+
+        def done(self, force_check=False):
+            LiveJob.polls += 1
+            if LiveJob.polls > 3:   # the job finishes the run
+                shutil.rmtree(runs / item.name)
+                runner.run(RunSpec("random", "bbob-f1-d2", budget=Budget(steps=3), runs_dir=str(runs),
+                                   run_id=item.name), progress=False)
+                return True
+            return False
+
+        def result(self):
+            return 0, 1234
+
+    monkeypatch.setattr(submitit, "SlurmJob", LiveJob)
+    ex = cluster.SubmititExecutor("slurm", {}, runs, poll_s=0.01)
+    monkeypatch.setattr(ex._executor, "submit", lambda *a: pytest.fail("submitted a second job"))
+    outcome = executor.run_one(item, runs, executor=ex, echo=lambda line: None)
+    assert outcome.action == "re-attached" and outcome.status == "ok", outcome
+    assert LiveJob.polls > 3             # waited for the job; the directory was not deleted as stale
+    assert "re-attached to slurm job 4242" in (runs / item.name / "sweep.log").read_text()
+    assert not (runs / ".locks" / f"{item.name}.job").exists()
