@@ -267,6 +267,10 @@ class RunJob(_Checkpointable):
                 proc.kill()
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
+    # submitit 1.5 calls `checkpoint`; its newer documentation names the hook __submitit_checkpoint__
+    def __submitit_checkpoint__(self, *args, **kwargs):
+        return self.checkpoint(*args, **kwargs)
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_proc"] = None   # a process handle does not travel with the requeued job
