@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -32,7 +33,11 @@ SLURM = {"partition": str, "account": str, "qos": str, "constraint": str, "exclu
          "comment": str, "gres": str, "mem_per_gpu": str, "cpus_per_gpu": int, "gpus_per_task": int,
          "signal_delay_s": int, "array_parallelism": int, "wckey": str}
 CONSTRUCTOR = {"max_num_timeout": int}   # how many timeouts a job is requeued after (default 3)
-VALID_KEYS = {**GENERIC, **SLURM, **CONSTRUCTOR}
+# array=true: runs whose jobs are submitted within ARRAY_WINDOW_S of each other go in one
+# job array (submitit's executor.batch(); SLURM's --array, array_parallelism at a time)
+HARNESS = {"array": bool}
+VALID_KEYS = {**GENERIC, **SLURM, **CONSTRUCTOR, **HARNESS}
+ARRAY_WINDOW_S = 2.0
 
 
 def parse_executor_sets(pairs: list[str]) -> dict:
@@ -50,7 +55,12 @@ def parse_executor_sets(pairs: list[str]) -> dict:
             raise UsageError(f"--executor-set {key}: unknown key; valid keys: {', '.join(sorted(VALID_KEYS))}")
         kind = VALID_KEYS[key]
         try:
-            typed = kind(value)
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                typed = value.lower() in ("true", "1", "yes")
+            else:
+                typed = kind(value)
         except ValueError:
             raise UsageError(f"--executor-set {key}={value}: expected {kind.__name__}") from None
         if kind in (int, float) and typed <= 0:
@@ -112,6 +122,9 @@ class SubmititExecutor:
         params.setdefault("name", "harness")
         self._executor.update_parameters(**params)
         self.poll_s = poll_s
+        self.array = bool(sets.get("array", False))
+        self._pending: list[dict] = []         # array=true: submissions waiting for their array
+        self._submit_lock = threading.Lock()    # one executor.batch() at a time
         self.jobs: set = set()
         self._guard = threading.Lock()
         self._cancelled = threading.Event()   # SIGTERM: jobs cancelled, waited for
@@ -128,7 +141,7 @@ class SubmititExecutor:
                       "and it is still queued or running")
         else:
             changed, dropped = _env_delta(env)
-            job = self._executor.submit(RunJob(cmd, resume_cmd or cmd, run_dir, changed, dropped, log.name))
+            job = self._submit(RunJob(cmd, resume_cmd or cmd, run_dir, changed, dropped, log.name))
             if self.cluster == "slurm":   # for a later sweep, where file locks may not reach the job's node
                 from harness import store
 
@@ -152,6 +165,36 @@ class SubmititExecutor:
         finally:
             with self._guard:
                 self.jobs.discard(job)
+
+    def _submit(self, run_job):
+        """One job, or (array=true) one task of the array of every submission that arrives
+        within ARRAY_WINDOW_S of the first: that one's thread waits, then submits them all
+        in one executor.batch() and hands each thread its job."""
+        if not self.array:
+            return self._executor.submit(run_job)
+        slot = {"run_job": run_job, "ready": threading.Event(), "job": None, "error": None}
+        with self._guard:
+            self._pending.append(slot)
+            leader = len(self._pending) == 1
+        if leader:
+            time.sleep(ARRAY_WINDOW_S)
+            with self._guard:
+                batch, self._pending = self._pending, []
+            try:
+                with self._submit_lock, self._executor.batch():
+                    jobs = [self._executor.submit(s["run_job"]) for s in batch]
+                for s, job in zip(batch, jobs):
+                    s["job"] = job
+            except Exception as exc:
+                for s in batch:
+                    s["error"] = exc
+            finally:
+                for s in batch:
+                    s["ready"].set()
+        slot["ready"].wait()
+        if slot["error"] is not None:
+            raise slot["error"]
+        return slot["job"]
 
     def has_live_job(self, run_dir) -> bool:
         return self._live_job(_record_path(str(run_dir))) is not None

@@ -73,11 +73,12 @@ def test_submitit_local_sweep_matches_local_and_a_preempted_job_resumes(tmp_path
     local, subm = tmp_path / "local", tmp_path / "submitit"
     for opt in ("random", "cma"):   # what the local executor's children compute, in this process
         runner.run(RunSpec(opt, "bbob-f1-d2", budget=Budget(steps=8), runs_dir=str(local)), progress=False)
-    # every job is warned at step 3 (SIGUSR2, as SLURM before a time limit): the run checkpoints
+    # both jobs submitted as one array (executor.batch()); every job is warned at step 3
+    # (SIGUSR2, as SLURM sends before a time limit): the run checkpoints
     # on the job's SIGTERM, the job is requeued and the run resumes from its checkpoint
     monkeypatch.setenv("HARNESS_TEST_PREEMPT_JOB_AT_STEP", "3")
     code, out, err = _cli([*SWEEP, "--runs-dir", str(subm), "--jobs", "2", "--executor", "submitit-local",
-                           "--executor-set", "timeout_min=10"], capsys)
+                           "--executor-set", "timeout_min=10", "--executor-set", "array=true"], capsys)
     assert code == 0, out + "\n".join(err)
     assert "submitit-local job" in out and "sweep done: 2 ok" in out
     for d in store.iter_runs(subm):
@@ -138,3 +139,34 @@ def test_a_sweep_re_attaches_to_the_live_slurm_job_of_an_earlier_sweep(tmp_path,
     assert LiveJob.polls > 3             # waited for the job; the directory was not deleted as stale
     assert "re-attached to slurm job 4242" in (runs / item.name / "sweep.log").read_text()
     assert not (runs / ".locks" / f"{item.name}.job").exists()
+
+
+def test_array_true_submits_runs_that_start_together_as_one_batch(tmp_path, monkeypatch):
+    import contextlib
+    import threading
+
+    monkeypatch.setattr(cluster, "ARRAY_WINDOW_S", 0.3)
+    ex = cluster.SubmititExecutor("local", cluster.parse_executor_sets(["array=true"]), tmp_path / "runs")
+    batches, current = [], []
+
+    @contextlib.contextmanager
+    def batch():
+        current.clear()
+        yield
+        batches.append(list(current))
+
+    def submit(run_job):
+        current.append(run_job)
+        return f"job-{run_job}"
+
+    monkeypatch.setattr(ex._executor, "batch", batch)
+    monkeypatch.setattr(ex._executor, "submit", submit)
+    got = {}
+    threads = [threading.Thread(target=lambda k=k: got.update({k: ex._submit(k)})) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [sorted(b) for b in batches] == [[0, 1, 2]] and got == {k: f"job-{k}" for k in range(3)}
+    with pytest.raises(Exception, match="array=maybe"):
+        cluster.parse_executor_sets(["array=maybe"])
