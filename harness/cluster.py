@@ -141,7 +141,12 @@ class SubmititExecutor:
                       "and it is still queued or running")
         else:
             changed, dropped = _env_delta(env)
-            job = self._submit(RunJob(cmd, resume_cmd or cmd, run_dir, changed, dropped, log.name))
+            try:
+                job = self._submit(RunJob(cmd, resume_cmd or cmd, run_dir, changed, dropped, log.name))
+            except Exception as exc:   # sbatch refused it (a partition that does not exist, ...)
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                _say(log, f"submitit could not submit the job: {lines[-1] if lines else type(exc).__name__}")
+                return 1, 0
             if self.cluster == "slurm":   # for a later sweep, where file locks may not reach the job's node
                 from harness import store
 

@@ -170,3 +170,17 @@ def test_array_true_submits_runs_that_start_together_as_one_batch(tmp_path, monk
     assert [sorted(b) for b in batches] == [[0, 1, 2]] and got == {k: f"job-{k}" for k in range(3)}
     with pytest.raises(Exception, match="array=maybe"):
         cluster.parse_executor_sets(["array=maybe"])
+
+
+def test_a_job_the_scheduler_refuses_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
+    from harness import executor, experiments
+
+    ex = cluster.SubmititExecutor("local", {}, tmp_path / "runs")
+
+    def refuse(run_job):
+        raise RuntimeError("sbatch: error: invalid partition specified: gpux")
+
+    monkeypatch.setattr(ex._executor, "submit", refuse)
+    item = experiments.RunItem("random", "bbob-f1-d2", 0, {"steps": 3})
+    outcome = executor.run_one(item, tmp_path / "runs", executor=ex, echo=lambda line: None)
+    assert outcome.status == "failed" and "invalid partition specified: gpux" in outcome.reason
