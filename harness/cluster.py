@@ -232,7 +232,13 @@ class SubmititExecutor:
             jobs = list(self.jobs)
         for job in jobs:
             try:
-                job.cancel(check=False)
+                if self.cluster == "local":
+                    # a submitit-local job id is its controller's pid; the controller passes
+                    # SIGTERM to the job, whose RunJob passes it to the run (cancel() would
+                    # send SIGINT, which a sweep started in the background ignores)
+                    os.kill(int(job.job_id), signal.SIGTERM)
+                else:
+                    job.cancel(check=False)   # scancel: SLURM sends every process of the job SIGTERM
             except Exception:   # already gone
                 pass
 
@@ -259,10 +265,11 @@ def _run_dir_of(cmd: list[str]) -> str:
     return flag("--resume") or str(Path(flag("--runs-dir")) / flag("--run-id"))
 
 
-def _ignore_usr2() -> None:
+def _child_signals() -> None:
     # the scheduler's warning signal is for the job process (submitit's handler); the run
     # itself stops on the SIGTERM that RunJob.checkpoint sends it. SIG_IGN survives exec.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)   # Ctrl-C reaches the run even from a job that ignores it
 
 
 try:
@@ -289,6 +296,9 @@ class RunJob(_Checkpointable):
         if state == "stale" and "--resume" not in self.cmd:
             shutil.rmtree(self.run_dir)      # killed before its first checkpoint: start again
         cmd = self.resume_cmd if state == "resumable" else self.cmd
+        # SIGTERM to the job (scancel, a cancelled submitit-local job): the run checkpoints and
+        # stops; this job then returns its exit code (submitit's own handler would ignore it)
+        signal.signal(signal.SIGTERM, self._pass_sigterm)
         env = {k: v for k, v in os.environ.items() if k not in self.env_dropped}
         env.update(self.env_changed)
         with open(self.log_path, "ab") as log:
@@ -296,10 +306,14 @@ class RunJob(_Checkpointable):
                 log.write(f"$ {' '.join(cmd)}   (the requeued job resumes the run)\n".encode())
                 log.flush()
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          preexec_fn=_ignore_usr2)
+                                          preexec_fn=_child_signals)
             _, wstatus, usage = os.wait4(self._proc.pid, 0)   # the run's own peak RSS, as LocalExecutor
         self._proc = None
         return os.waitstatus_to_exitcode(wstatus), int(usage.ru_maxrss) * 1024
+
+    def _pass_sigterm(self, signum, frame) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
 
     def checkpoint(self, *args, **kwargs):
         """The job is being timed out or preempted: let the run checkpoint and stop, then

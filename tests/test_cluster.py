@@ -184,3 +184,32 @@ def test_a_job_the_scheduler_refuses_is_a_failed_run_with_its_reason(tmp_path, m
     item = experiments.RunItem("random", "bbob-f1-d2", 0, {"steps": 3})
     outcome = executor.run_one(item, tmp_path / "runs", executor=ex, echo=lambda line: None)
     assert outcome.status == "failed" and "invalid partition specified: gpux" in outcome.reason
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_sweep_cancels_its_jobs_and_their_runs_checkpoint(tmp_path):
+    """What `sweep` does on SIGTERM (executor.signal_all): the job is cancelled, its run
+    checkpoints and records `interrupted`, and nothing else is written over it."""
+    import signal
+    import threading
+    import time
+
+    from harness import executor, experiments
+
+    runs = tmp_path / "runs"
+    ex = cluster.SubmititExecutor("local", {}, runs, poll_s=0.2)
+    item = experiments.RunItem("es", "qwen3-tiny", 0, {"steps": 5000}, checkpoint_every=1000)
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(o=executor.run_one(item, runs, executor=ex,
+                                                                             echo=lambda line: None)))
+    worker.start()
+    metrics = runs / item.name / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ex.signal_all(signal.SIGTERM)
+    worker.join(120)
+    o = box["o"]
+    assert o.status == "interrupted" and "SIGTERM at step" in o.reason, o
+    assert (runs / item.name / "checkpoint.pt").exists()
+    assert store.read_json(runs / item.name / "summary.json")["status"] == "interrupted"
