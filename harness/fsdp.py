@@ -58,6 +58,10 @@ def _upcast(params) -> None:
 
 
 def is_sharded(model: torch.nn.Module | None) -> bool:
+    import sys
+
+    if model is None or "torch.distributed.fsdp" not in sys.modules:
+        return False   # never sharded, and no import (RSS) for runs that do not use FSDP
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
