@@ -55,7 +55,11 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    # before the process group is joined (resume takes the run's lock first), torchrun's
+    # RANK says which process this is: only rank 0 may take the lock
+    if active():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def is_main() -> bool:

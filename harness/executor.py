@@ -78,8 +78,10 @@ class LocalExecutor:
         self.children: set[subprocess.Popen] = set()
         self._guard = threading.Lock()
 
-    def launch(self, cmd: list[str], env: dict, log) -> tuple[int, int]:
-        """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes)."""
+    def launch(self, cmd: list[str], env: dict, log, resume_cmd: list[str] | None = None) -> tuple[int, int]:
+        """Run `cmd` to completion with output to `log`: (exit code, child's peak RSS bytes).
+        `resume_cmd` continues the run from its checkpoint (for executors whose jobs are
+        requeued, harness.cluster); a child here is never restarted."""
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         with self._guard:
             self.children.add(proc)
@@ -94,6 +96,13 @@ class LocalExecutor:
                 self.children.discard(proc)
         proc.returncode = os.waitstatus_to_exitcode(wstatus)
         return proc.returncode, int(usage.ru_maxrss) * 1024
+
+    def has_live_job(self, run_dir: Path) -> bool:
+        """A scheduler job submitted earlier still runs this run: never for local children."""
+        return False
+
+    def stop_waiting(self) -> None:
+        """Ctrl-C: nothing to do here; the children got it too (same process group)."""
 
     def signal_all(self, signum: int) -> None:
         """Pass a signal on to every running child (preemption of the whole batch)."""
@@ -177,7 +186,9 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
 
 def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, extra_args) -> Outcome:
     run_dir = runs_dir / item.name
-    state = state_of(run_dir)
+    # a scheduler job an earlier batch submitted still runs it (where file locks may not
+    # reach the job's node, the directory must not be judged from here): wait for that job
+    state = "attached" if executor.has_live_job(run_dir) else state_of(run_dir)
     if state == "busy":   # a run or --resume started by hand owns it: wait, then look again
         echo(f"waiting: {run_dir} is run by process {store.run_lock(run_dir).owner()}")
         held = store.run_lock(run_dir)
@@ -198,7 +209,11 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         shutil.rmtree(run_dir)  # our own deterministic directory; nothing to resume in it
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
-    if state == "resumable":
+    resume_cmd = cmd + ["--resume", str(run_dir), *extra_args]
+    if state == "attached":
+        cmd += ["--resume", str(run_dir)]
+        action = "re-attached"
+    elif state == "resumable":
         cmd += ["--resume", str(run_dir)]
         action = "resumed"
     else:
@@ -214,7 +229,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         log.write(header.encode())
         log.flush()
         env = sweep_child_env(os.environ, item.optimizer, item.problem, item.seed)
-        rc, child_peak = executor.launch(cmd, env, log)
+        rc, child_peak = executor.launch(cmd, env, log, resume_cmd=resume_cmd)
     wall = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     output = text.split(header, 1)[-1]  # what the child printed
@@ -259,6 +274,7 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
                      f"{took}  {o.run_dir}{why}")
         except KeyboardInterrupt:
             stop.set()  # children got the SIGINT (or our SIGTERM) too and record `interrupted`
+            executor.stop_waiting()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:

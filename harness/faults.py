@@ -9,6 +9,10 @@ machine has less memory, exactly as the real faults would look from outside.
   HARNESS_TEST_HANG_AT_STEP=K    sleep an hour at the start of step K (a hung rank)
   HARNESS_TEST_KILL_AT_STEP=K    os._exit(137) after step K is recorded (kill -9, OOM)
   HARNESS_TEST_TERM_AT_STEP=K    send this process SIGTERM after step K (preemption)
+  HARNESS_TEST_PREEMPT_JOB_AT_STEP=K
+                                 after step K send the parent (a submitit job process,
+                                 harness.cluster) SIGUSR2, the scheduler's timeout or
+                                 preemption warning, and wait for its SIGTERM
   HARNESS_TEST_FAIL_RANK=R       only rank R does the above (default: every rank)
   HARNESS_TEST_SWEEP_FAIL=OPT:PROBLEM:SEED[:kill]
                                  that run of a sweep fails at step 2 (or is killed)
@@ -36,13 +40,15 @@ class FaultHooks:
     kill_at: int = 0
     rank: int = -1          # -1: every rank
     term_at: int = 0
+    preempt_job_at: int = 0
 
     @classmethod
     def from_env(cls, env=None) -> "FaultHooks":
         env = os.environ if env is None else env
         return cls(_int(env, "HARNESS_TEST_FAIL_AT_STEP"), _int(env, "HARNESS_TEST_HANG_AT_STEP"),
                    _int(env, "HARNESS_TEST_KILL_AT_STEP"), _int(env, "HARNESS_TEST_FAIL_RANK", -1),
-                   _int(env, "HARNESS_TEST_TERM_AT_STEP"))
+                   _int(env, "HARNESS_TEST_TERM_AT_STEP"),
+                   preempt_job_at=_int(env, "HARNESS_TEST_PREEMPT_JOB_AT_STEP"))
 
     def _here(self) -> bool:
         from harness import distributed
@@ -65,6 +71,15 @@ class FaultHooks:
             import signal
 
             os.kill(os.getpid(), signal.SIGTERM)   # the real signal path, as preemption sends it
+        if self.preempt_job_at and step == self.preempt_job_at and self._here():
+            import signal
+
+            os.kill(os.getppid(), signal.SIGUSR2)
+            deadline = time.monotonic() + 60
+            # until the job's SIGTERM arrives (the runner's handler then ignores further ones),
+            # so the run is stopped mid-way however short its steps are
+            while signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def sweep_child_env(env: dict, optimizer: str, problem: str, seed: int) -> dict:

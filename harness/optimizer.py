@@ -39,6 +39,9 @@ class Optimizer:
     PARAMS: dict[str, Param] = {}
     # True when it may run under torchrun with world size > 1 (it shards its own work).
     DISTRIBUTED: bool = False
+    # The --set values that shard its state over torchrun's ranks (e.g. {"shard": "fsdp"}):
+    # the planner plans those settings per rank and says how many ranks a run needs. {}: none.
+    SHARD_SETTINGS: dict[str, Any] = {}
     # Modules it imports lazily once running (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper or library this adapter implements (shown by `describe`); "" = none.
@@ -59,6 +62,12 @@ class Optimizer:
         called before anything is built or written. Default: nothing."""
 
     @classmethod
+    def check_launch(cls, hp: dict[str, Any]) -> None:
+        """Refuse (UsageError) settings this process cannot run as launched, e.g. sharding
+        without torchrun; called by a run before anything is written, not by `plan`
+        (which plans any world size). Default: nothing."""
+
+    @classmethod
     def check_problem(cls, problem) -> None:
         """Refuse (UsageError) a problem of a compatible kind that still lacks something
         this optimizer needs; called on the constructed, unbuilt problem before anything
@@ -70,7 +79,9 @@ class Optimizer:
         peak, e.g. {"gradients": ..., "optimizer_states": ..., "noise": ...,
         "activations": ...}, from its hyperparameters and the problem's
         harness.planner.ModelFacts. None: not declared (the planner then counts the
-        weights only and says so)."""
+        weights only and says so). Per rank: facts.world_size is the number of ranks; an
+        optimizer that shards the weights returns a "weights" entry, which replaces the
+        whole model's weights in the plan."""
         return None
 
     # -- the run ------------------------------------------------------------------
@@ -94,6 +105,12 @@ class Optimizer:
         """What problem.evaluate() scores: None for weights problems (the model is the
         solution, held in place), a config dict for search spaces, masks for pruning."""
         return None
+
+    def collective_checkpoint(self) -> bool:
+        """True when state_dict/load_state_dict (this one's and the problem's) are collectives
+        every torchrun rank must call, as with FSDP-sharded weights; rank 0 still writes the
+        file. Default False: rank 0 alone builds and writes the checkpoint."""
+        return False
 
     def state_dict(self) -> dict:
         return {}

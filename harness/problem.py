@@ -160,12 +160,26 @@ class WeightsProblem(Problem):
         g.manual_seed(derive_seed(self.seed, "batch", step))
         return g
 
+    def shard_units(self) -> list[torch.nn.Module]:
+        """The submodules FSDP shards as one group each (a transformer's decoder layers);
+        the root takes the rest. Default: none (the whole model is one group)."""
+        return []
+
     def state_dict(self) -> dict:
+        from harness import fsdp
+
+        if fsdp.is_sharded(self.model):   # a collective: whole tensors, as an unsharded run stores them
+            return {"model": fsdp.full_model_state(self.model)}
         # No clone: the checkpoint is written before the next step changes the weights,
         # and a clone of CPU weights would double the run's peak memory at every checkpoint.
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        from harness import fsdp
+
+        if fsdp.is_sharded(self.model):
+            fsdp.load_full_model_state(self.model, state["model"])
+            return
         self.model.load_state_dict(state["model"])
 
     def param_count(self) -> int | None:

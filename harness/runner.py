@@ -204,13 +204,12 @@ class Runner:
         return store.MetricsWriter(self.dir / "metrics.jsonl") if self.main else store.NullWriter()
 
     def _checkpoint(self) -> None:
+        if not (self.main or self.opt.collective_checkpoint()):
+            return
+        payload = {"state": asdict(self.state), "optimizer": self.opt.state_dict(),
+                   "problem": self.p.problem.state_dict(), "rng": rng_state()}
         if self.main:
-            store.save_checkpoint(self.dir / "checkpoint.pt", {
-                "state": asdict(self.state),
-                "optimizer": self.opt.state_dict(),
-                "problem": self.p.problem.state_dict(),
-                "rng": rng_state(),
-            })
+            store.save_checkpoint(self.dir / "checkpoint.pt", payload)
 
     def _finish(self, status: str, reason: str | None) -> dict:
         self.state.wall_s = self._wall()
@@ -282,6 +281,7 @@ def _prepare(spec: RunSpec) -> Prepared:
     """Validate, join torchrun's process group, and refuse a run whose planned peak
     memory does not fit (exit 3), all before anything is written."""
     prepared = Prepared(spec)
+    prepared.optimizer_class.check_launch(prepared.opt_hp)
     prepared.device = distributed.init(prepared.device)
     if not spec.force:
         from harness import planner

@@ -19,6 +19,14 @@ is scaled by W * n_rank / n so that DDP's gradient average equals the
 gradient of the whole batch's mean loss, and DDP all-reduces the gradients.
 The result matches one process up to float summation order (not bit for bit;
 see docs/distributed.md for the measured difference).
+
+`--set shard=fsdp` (torchrun only) shards instead of replicating: FSDP2 per
+decoder layer, then the root (harness/fsdp.py), so weights, gradients and
+AdamW states are split over the ranks; the batch is sliced and the loss scaled
+exactly as under DDP, so the gradient is the whole batch's. With bf16/fp16
+weights the sharded parameters are the fp32 masters (fp32_master) and gradients
+are reduced in fp32; `offload=cpu` keeps the shards and the AdamW step in host
+memory (FSDP2 CPUOffloadPolicy).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ class Adam(Optimizer):
     REFERENCE = ("AdamW: Loshchilov & Hutter, Decoupled Weight Decay Regularization (ICLR 2019), "
                  "arXiv:1711.05101; library: torch.optim.AdamW")
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
+    SHARD_SETTINGS = {"shard": "fsdp"}   # or FSDP2: weights, gradients, states split over ranks
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
         "weight_decay": Param(0.0, float, "decoupled weight decay", low=0.0),
@@ -51,13 +60,31 @@ class Adam(Optimizer):
                               "(0 = off)", low=0),
         "fp32_master": Param(True, bool, "fp32 master weights and moments when the weights are "
                              "bf16/fp16 (no effect on fp32 weights)"),
+        "shard": Param("ddp", str, "under torchrun: ddp (weights replicated on every rank) or fsdp "
+                       "(FSDP2: weights, gradients and AdamW states sharded over the ranks)",
+                       choices=("ddp", "fsdp")),
+        "offload": Param("off", str, "with shard=fsdp: cpu keeps the sharded weights, gradients and "
+                         "AdamW states in host memory (FSDP2 CPUOffloadPolicy)", choices=("off", "cpu")),
     }
+
+    @classmethod
+    def check_hparams(cls, hp: dict) -> None:
+        if hp.get("offload", "off") != "off" and hp.get("shard") != "fsdp":
+            raise UsageError(f"--set offload={hp['offload']}: only with --set shard=fsdp")
+
+    @classmethod
+    def check_launch(cls, hp: dict) -> None:
+        if hp["shard"] == "fsdp" and not distributed.launched():
+            raise UsageError("--set shard=fsdp shards over torchrun's processes: launch with "
+                             "torchrun --nproc_per_node N -m harness run ... (docs/cluster.md)")
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
         """Bytes beyond the weights: gradients (param dtype), two AdamW moments, and the
         activations kept for the backward of one micro-batch. Under bf16/fp16 with
         fp32_master: fp32 moments, an fp32 master copy and its fp32 gradient."""
+        if hp.get("shard") == "fsdp":
+            return cls._sharded_memory(hp, facts)
         n = facts.trainable_count
         master = facts.dtype_bytes < 4 and hp.get("fp32_master", True)
         out = {"gradients": int(facts.trainable_bytes),
@@ -68,7 +95,34 @@ class Adam(Optimizer):
             out["master_gradients"] = int(4 * n)
         return out
 
+    @staticmethod
+    def _sharded_memory(hp: dict, facts) -> dict[str, int]:
+        """shard=fsdp, per rank of W: 1/W of the sharded parameters (fp32 masters when the
+        weights are bf16/fp16 and fp32_master), of their gradients and of the two AdamW
+        moments; plus what FSDP2 gathers whole: the root group (kept gathered from forward
+        to backward) and up to two decoder layers (the one computing and the one prefetched)
+        in the compute dtype, and their unsharded gradients (reduce dtype: fp32 for
+        low-precision weights) before the reduce-scatter; plus one micro-batch's activations
+        (an upper bound: a rank's slice of the batch may be smaller). offload=cpu moves the
+        sharded parameters, gradients and moments to host memory: off the device plan."""
+        w, n = max(1, facts.world_size), facts.trainable_count
+        low = facts.dtype_bytes < 4
+        shard_bytes = 4 if low and hp.get("fp32_master", True) else facts.dtype_bytes
+        reduce_scale = 4 / facts.dtype_bytes if low else 1
+        gathered = facts.root_unit_bytes + 2 * facts.largest_unit_bytes
+        buffers = facts.weight_bytes - facts.trainable_bytes       # replicated, not sharded
+        on_device = hp.get("offload", "off") != "cpu"
+        sharded = -(-n * shard_bytes // w) if on_device else 0     # ceil: the shards are padded
+        return {"weights": int(buffers + sharded),
+                "gathered_weights": int(gathered),
+                "gradients": int(sharded + gathered * reduce_scale),
+                "optimizer_states": int(2 * sharded),
+                "activations": int(facts.backward_activation_bytes)}
+
     def setup(self) -> None:
+        self.ddp = self.fsdp = None
+        if self.hp["shard"] == "fsdp":
+            return self._setup_fsdp()   # before any full-size master copy exists
         params = [p for _, p in self.problem.trainable()]
         dev = self.problem.device
         low_precision = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
@@ -82,7 +136,6 @@ class Adam(Optimizer):
             betas=(self.hp["beta1"], self.hp["beta2"]), eps=self.hp["eps"],
             weight_decay=self.hp["weight_decay"],
         )
-        self.ddp = None
         if distributed.world_size() > 1:
             n, w = _batch_len(self.problem.batch(0)), distributed.world_size()
             if n is not None and n < w:
@@ -98,7 +151,24 @@ class Adam(Optimizer):
                 self.problem.model, device_ids=[dev.index] if dev.type == "cuda" else None,
                 **buffers_off)
 
+    def _setup_fsdp(self) -> None:
+        from harness import fsdp
+
+        _check_splittable(self.problem)
+        model = self.problem.model
+        self.fsdp = fsdp.shard(model, self.problem.shard_units(), self.hp["fp32_master"],
+                               self.hp["offload"] == "cpu")
+        self.autocast, self.master = False, None   # FSDP's MixedPrecisionPolicy does both
+        self.params = [p for _, p in self.problem.trainable()]   # now sharded DTensors
+        self.opt = torch.optim.AdamW(self.params, lr=self.hp["lr"], betas=(self.hp["beta1"], self.hp["beta2"]),
+                                     eps=self.hp["eps"], weight_decay=self.hp["weight_decay"])
+
+    def collective_checkpoint(self) -> bool:
+        return self.fsdp is not None
+
     def step(self, step: int) -> StepResult:
+        if self.fsdp is not None:
+            return self._step_fsdp(step)
         batch = self.problem.batch(step)
         # the warmup lr is a pure function of the step (no scheduler state to checkpoint)
         warmup = self.hp["warmup_steps"]
@@ -142,6 +212,29 @@ class Adam(Optimizer):
         # one forward + one backward (2 forwards) over the whole batch, micro-batches summed
         return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": lr})
 
+    def _step_fsdp(self, step: int) -> StepResult:
+        """As step under DDP: this rank's slice of the batch, its loss scaled by W * share
+        so that FSDP's gradient average (reduce-scatter) is the whole batch's gradient."""
+        model = self.problem.model
+        batch = self.problem.batch(step)
+        self.opt.zero_grad(set_to_none=True)
+        n = _batch_len(batch)
+        batch = distributed.shard_batch(batch)
+        w = distributed.world_size()
+        share = _batch_len(batch) / n if n else 1.0 / w
+        pieces = self.problem.micro_batches(batch)
+        loss = 0.0
+        for i, (piece, weight) in enumerate(pieces):
+            model.set_requires_gradient_sync(i == len(pieces) - 1)   # reduce once, after the last piece
+            part = self.problem.loss(piece) * weight
+            (part * (w * share)).backward()
+            loss += float(part.detach())
+        loss = distributed.all_reduce_sum([loss * share], self.problem.device)[0]
+        if self.hp["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.hp["grad_clip"])
+        self.opt.step()
+        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": self.hp["lr"]})
+
     @contextlib.contextmanager
     def _through_ddp(self):
         """problem.loss calls problem.model: let it call the DDP wrapper during the step."""
@@ -156,17 +249,35 @@ class Adam(Optimizer):
             self.problem.model = model
 
     def state_dict(self) -> dict:
+        if self.fsdp is not None:   # the whole AdamW state, keyed by parameter name (rank 0 gets it)
+            from harness import fsdp
+
+            return {"adam_full": fsdp.full_optimizer_state(self.problem.model, self.opt)}
         out = {"adam": self.opt.state_dict()}
         if self.master is not None:  # the model holds only the rounded weights
             out["master"] = [m.detach().cpu().clone() for m in self.master]
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        if self.fsdp is not None:
+            from harness import fsdp
+
+            if "adam_full" not in state:
+                raise UsageError("this checkpoint was written without shard=fsdp; resume it the way it ran")
+            fsdp.load_full_optimizer_state(self.problem.model, self.opt, state["adam_full"])
+            return
         self.opt.load_state_dict(state["adam"])
         if self.master is not None and "master" in state:
             with torch.no_grad():
                 for m, saved in zip(self.master, state["master"]):
                     m.copy_(saved)
+
+
+def _check_splittable(problem) -> None:
+    n, w = _batch_len(problem.batch(0)), distributed.world_size()
+    if n is not None and n < w:
+        raise UsageError(f"a batch of {n} samples cannot be split over {w} ranks; "
+                         f"use a batch of at least {w} samples or fewer processes")
 
 
 def _batch_len(batch) -> int | None:

@@ -187,6 +187,9 @@ class Qwen3Pretrain(WeightsProblem):
             torch.set_default_dtype(old)
         self.model.eval()  # no dropout; the train/eval switch does not change Qwen3's forward
 
+    def shard_units(self) -> list[torch.nn.Module]:
+        return list(self.model.model.layers)   # FSDP: one group per decoder layer
+
     def batch(self, step: int):
         idx = torch.randperm(len(self.train), generator=self.batch_generator(step))[: self.hp["samples"]]
         return self.train.ids[idx].to(self.device), self.train.mask[idx].to(self.device)

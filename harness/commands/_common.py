@@ -49,6 +49,13 @@ def add_batch_arguments(p: argparse.ArgumentParser, runs_dir: str = "runs", devi
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs recorded as failed (default: keep the failure)")
     p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    p.add_argument("--executor", default="local", metavar="local|slurm|submitit-local",
+                   help="where each run's process runs: a child of this one (local, default), a SLURM job "
+                        "(slurm) or a submitit job on this machine (submitit-local); needs pip install -e "
+                        "'.[cluster]' for the last two (docs/cluster.md)")
+    p.add_argument("--executor-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a job resource of --executor slurm/submitit-local (repeatable): partition, "
+                        "gpus_per_node, timeout_min, cpus_per_task, mem_gb, ... (docs/cluster.md)")
     if device:
         add_device_argument(p)
 
@@ -70,6 +77,10 @@ def check_batch_args(args) -> None:
 
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    from harness import cluster
+
+    args.executor_sets = cluster.parse_executor_sets(args.executor_set)
+    cluster.check_executor_args(args.executor, args.executor_sets)
 
 
 def execute_batch(items, args, what: str = "runs", extra_args=()):
@@ -77,16 +88,18 @@ def execute_batch(items, args, what: str = "runs", extra_args=()):
     None when nothing ran. KeyboardInterrupt propagates (the verb exits 130)."""
     from pathlib import Path
 
-    from harness import executor
+    from harness import cluster, executor
 
     runs_dir = Path(args.runs_dir)
-    print(f"{len(items)} {what} in {runs_dir} ({args.jobs} at a time)", flush=True)
+    where = "" if args.executor == "local" else f", each a {args.executor} job"
+    print(f"{len(items)} {what} in {runs_dir} ({args.jobs} at a time{where})", flush=True)
     if args.dry_run:
         for it in items:
             print(f"  {it.label:<40} {runs_dir / it.name}  [{executor.state_of(runs_dir / it.name)}]")
         return None
     return executor.execute(items, runs_dir, jobs=args.jobs, device=args.device,
-                            retry_failed=args.retry_failed, extra_args=extra_args)
+                            retry_failed=args.retry_failed, extra_args=extra_args,
+                            executor=cluster.make(args.executor, args.executor_sets, runs_dir))
 
 
 def interrupted_exit(verb: str, exc: BaseException | None = None) -> int:

@@ -17,6 +17,12 @@ def add_arguments(p) -> None:
                    help="cpu or cuda: the device to plan for (need not be present); default "
                         "cuda if visible else cpu, and cuda for --table")
     add_set_argument(p)
+    p.add_argument("--world-size", type=int, default=1, metavar="W",
+                   help="plan per rank of W torchrun processes (sharded optimizers: e.g. adam "
+                        "--set shard=fsdp hold 1/W of their state each; default 1)")
+    p.add_argument("--gpu-gib", default="80,141", metavar="GIB[,GIB...]",
+                   help="device sizes in GiB for which to say how many ranks a sharded run needs "
+                        "(default 80,141)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--table", action="store_true",
                    help="EA4LLM comparison: predicted peak of --optimizers on every --problems size "
@@ -101,11 +107,17 @@ def main(args) -> int:
         return 0
     if not args.optimizer or not args.problem:
         raise UsageError("plan needs --optimizer NAME and --problem NAME (or --table)")
-    plan = planner.plan(args.optimizer, args.problem, overrides, device=_default_device(args, False))
+    if args.world_size < 1:
+        raise UsageError(f"--world-size {args.world_size}: must be >= 1")
+    sizes = _gib_list(args.gpu_gib)
+    device = _default_device(args, False)
+    plan = planner.plan(args.optimizer, args.problem, overrides, device=device, world_size=args.world_size)
+    needs = planner.ranks_for(args.optimizer, args.problem, overrides, device, sizes)
     if args.json:
-        print(json.dumps(plan.to_json(), indent=1))
+        print(json.dumps({**plan.to_json(), "ranks_needed": {f"{g:g}": n for g, n in needs.items()}}, indent=1))
         return 0
-    print(f"{plan.optimizer} on {plan.problem} ({plan.device}): predicted peak {_fmt(plan.peak_bytes)}"
+    per_rank = f", per rank of {plan.world_size}" if plan.world_size > 1 else ""
+    print(f"{plan.optimizer} on {plan.problem} ({plan.device}{per_rank}): predicted peak {_fmt(plan.peak_bytes)}"
           f"  [compare with: {plan.measured_as}]")
     width = max(len(k) for k in plan.breakdown)
     for key, value in plan.breakdown.items():
@@ -116,6 +128,29 @@ def main(args) -> int:
               f"{f.dtype_bytes} bytes each); one micro-batch: forward peak {_fmt(f.forward_activation_bytes)}, "
               f"forward+backward peak {_fmt(f.backward_activation_bytes)} "
               f"(saved for backward {_fmt(f.saved_activation_bytes)})")
+    if needs:
+        shard = " ".join(f"--set {k}={v}" for k, v in _shard_settings(args.optimizer).items())
+        said = [f"{n} x {g:g} GiB" if n else f"not on {g:g} GiB devices (what every rank holds whole "
+                f"does not fit)" for g, n in needs.items()]
+        print(f"sharded ({shard}, torchrun --nproc_per_node N): needs " + ", ".join(said))
     for note in plan.notes:
         print(f"note: {note}")
     return 0
+
+
+def _shard_settings(optimizer: str) -> dict:
+    from harness import registry
+
+    return registry.optimizer(optimizer).factory.SHARD_SETTINGS
+
+
+def _gib_list(text: str) -> list[float]:
+    from harness.errors import UsageError
+
+    try:
+        sizes = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(not (g > 0) for g in sizes):
+        raise UsageError(f"--gpu-gib {text!r}: expected comma-separated sizes in GiB, e.g. 80,141")
+    return sizes

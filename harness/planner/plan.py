@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -34,6 +34,7 @@ class Plan:
     declared: bool                    # the optimizer declares a memory model
     measured_as: str                  # what a run's peak_memory_bytes will be compared with
     notes: list[str] = field(default_factory=list)
+    world_size: int = 1               # the plan is per rank of this many
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -48,17 +49,19 @@ class Plan:
 
 def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: str, *,
              facts: ModelFacts | None = None, measure_framework: bool = True,
-             isolated: bool = True) -> Plan:
+             isolated: bool = True, world_size: int = 1) -> Plan:
     """Plan of `optimizer_class` with resolved hyperparameters `hp` on a constructed (not
-    built) `problem`. measure_framework=False uses the cached CPU framework figure and
-    counts 0 when none is cached yet (the preflight's quick first look)."""
+    built) `problem`, per rank of `world_size`. measure_framework=False uses the cached CPU
+    framework figure and counts 0 when none is cached yet (the preflight's quick first look)."""
     if facts is None:
         facts = cached_model_facts(problem, device_type, isolated)
+    if facts is not None and world_size != facts.world_size:
+        facts = replace(facts, world_size=world_size)
     notes = []
     breakdown: dict[str, int] = {"weights": facts.weight_bytes if facts else 0}
     parts = optimizer_class.memory_model(hp, facts) if facts is not None else None
-    for k, v in (parts or {}).items():
-        breakdown[k] = breakdown.get(k, 0) + int(v)
+    for k, v in (parts or {}).items():   # a "weights" entry (sharded weights) replaces the whole model's
+        breakdown[k] = int(v) if k == "weights" else breakdown.get(k, 0) + int(v)
     if facts is None:
         notes.append(f"problem {problem.name!r} gives no model to plan (no meta_model)")
     elif parts is None:
@@ -77,17 +80,57 @@ def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: st
         declared=parts is not None,
         measured_as="peak RSS of the run's process" if device_type == "cpu"
         else "torch.cuda.max_memory_allocated (tensors only; the CUDA context is not counted)",
-        notes=notes,
+        notes=notes, world_size=world_size,
     )
 
 
+def ranks_needed(optimizer: str, optimizer_class, hp: dict, problem, device_type: str, capacity: int, *,
+                 facts: ModelFacts | None = None, max_world: int = 4096) -> int | None:
+    """The fewest ranks over which the optimizer's sharded settings (SHARD_SETTINGS) plan at
+    most `capacity` bytes per rank; None when it shards nothing or even `max_world` ranks
+    do not fit (what every rank holds whole, e.g. activations, is too large)."""
+    if not optimizer_class.SHARD_SETTINGS:
+        return None
+    sharded = {**hp, **optimizer_class.SHARD_SETTINGS}
+
+    def fits(w: int) -> bool:
+        return plan_run(optimizer, optimizer_class, sharded, problem, device_type, facts=facts,
+                        measure_framework=False, world_size=w).peak_bytes <= capacity
+
+    if not fits(max_world):
+        return None
+    low, high = 1, max_world          # the per-rank plan only shrinks as ranks are added
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid + 1, high)
+    return low
+
+
 def plan(optimizer: str, problem: str, overrides: dict | None = None, device: str = "cpu",
-         seed: int = 0) -> Plan:
-    """Plan by names; device may be 'cuda' on a machine without CUDA (a prediction)."""
+         seed: int = 0, world_size: int = 1) -> Plan:
+    """Plan by names, per rank of `world_size`; device may be 'cuda' on a machine without
+    CUDA (a prediction)."""
     from harness.spec import Prepared, RunSpec
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UsageError(f"--device {device!r}: expected cpu or cuda")
     p = Prepared(RunSpec(optimizer=optimizer, problem=problem, seed=seed,
                          overrides=dict(overrides or {}), device="cpu"))
-    return plan_run(p.spec.optimizer, p.optimizer_class, p.opt_hp, p.problem, torch.device(device).type)
+    return plan_run(p.spec.optimizer, p.optimizer_class, p.opt_hp, p.problem, torch.device(device).type,
+                    world_size=world_size)
+
+
+def ranks_for(optimizer: str, problem: str, overrides: dict | None, device: str,
+              capacities_gib: list[float], seed: int = 0) -> dict[float, int | None]:
+    """{GiB per device: fewest ranks of that size the sharded settings need} (empty when
+    the optimizer shards nothing): `plan`'s answer to "how many GPUs does this run need"."""
+    from harness.spec import Prepared, RunSpec
+
+    p = Prepared(RunSpec(optimizer=optimizer, problem=problem, seed=seed,
+                         overrides=dict(overrides or {}), device="cpu"))
+    if not p.optimizer_class.SHARD_SETTINGS:
+        return {}
+    device_type = torch.device(device).type
+    facts = cached_model_facts(p.problem, device_type)
+    return {gib: ranks_needed(p.spec.optimizer, p.optimizer_class, p.opt_hp, p.problem, device_type,
+                              int(gib * GiB), facts=facts) for gib in capacities_gib}

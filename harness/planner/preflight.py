@@ -8,7 +8,7 @@ import os
 import torch
 
 from harness.errors import PreflightError
-from harness.planner.plan import GiB, Plan, plan_run
+from harness.planner.plan import GiB, Plan, plan_run, ranks_needed
 from harness.planner.tracing import FACTS, cached_model_facts, facts_key, meta_problem
 
 
@@ -106,9 +106,13 @@ def preflight(optimizer: str, optimizer_class, hp: dict, problem, device: torch.
     facts = cached_model_facts(problem, device_type, isolated, shadow)
     del shadow
 
+    from harness import distributed
+
+    world = distributed.world_size()   # under torchrun the plan is per rank
+
     def plan_now(measure: bool) -> Plan:
         return plan_run(optimizer, optimizer_class, hp, problem, device_type, facts=facts,
-                        measure_framework=measure)
+                        measure_framework=measure, world_size=world)
 
     plan_ = plan_now(False)
     if plan_.facts is None:
@@ -125,6 +129,11 @@ def preflight(optimizer: str, optimizer_class, hp: dict, problem, device: torch.
     framework = plan_.breakdown.get("framework", 0)
     unknown_fw = plan_.device == "cpu" and framework == 0
     fits = alternatives(optimizer, hp, problem, kind, plan_, have, framework)
+    if device_type == "cuda":   # one device per rank: say how many devices like this one it needs
+        ranks = ranks_needed(optimizer, optimizer_class, hp, problem, device_type, have, facts=facts)
+        if ranks is not None and ranks > 1:
+            shard = " ".join(f"--set {k}={v}" for k, v in optimizer_class.SHARD_SETTINGS.items())
+            fits.insert(0, f"{shard} under torchrun --nproc_per_node {ranks} ({ranks} devices like this one)")
     if unknown_fw:
         fits = [f.replace(")", " + framework)") for f in fits]
     hint = ("; would fit: " + ", ".join(fits)) if fits else "; nothing smaller of this family fits either"

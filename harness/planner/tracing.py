@@ -45,6 +45,11 @@ class ModelFacts:
     low_rank_count: int = 0           # sum of rows + cols over 2-D trainable tensors (low-rank noise)
     micro_batches_per_step: int = 1   # micro-batches in one step's batch (problem.micro_batches_per_step)
     model_modules: tuple[str, ...] = ()  # modules defining the model's classes (framework RSS)
+    # FSDP groups (WeightsProblem.shard_units): the largest unit's trainable bytes, and the
+    # root's (trainable tensors in no unit: embeddings, final norm, LM head)
+    largest_unit_bytes: int = 0
+    root_unit_bytes: int = 0
+    world_size: int = 1               # ranks the plan is for (set by the plan, not traced)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -177,7 +182,11 @@ def model_facts(problem, device_type: str = "cpu", shadow=None) -> ModelFacts | 
             del loss
         for h in hooks:
             h.remove()
+    units = [[p for p in unit.parameters() if p.requires_grad] for unit in shadow.shard_units()]
+    in_units = {id(p) for unit in units for p in unit}
     return ModelFacts(
+        largest_unit_bytes=max((sum(nbytes(p) for p in unit) for unit in units), default=0),
+        root_unit_bytes=sum(nbytes(p) for p in trainable if id(p) not in in_units),
         param_count=sum(p.numel() for p in params),
         trainable_count=sum(p.numel() for p in trainable),
         weight_bytes=weight_bytes,
