@@ -146,7 +146,7 @@ class InProcessExecutor:
     def __init__(self):
         self.launched: list[list[str]] = []
 
-    def launch(self, cmd: list[str], env: dict, log) -> tuple[int, int]:
+    def launch(self, cmd: list[str], env: dict, log, resume_cmd=None) -> tuple[int, int]:
         import contextlib
         import io
 
@@ -159,6 +159,12 @@ class InProcessExecutor:
             rc = main(argv)
         log.write(out.getvalue().encode())
         return rc, 0
+
+    def has_live_job(self, run_dir) -> bool:
+        return False
+
+    def stop_waiting(self) -> None:
+        pass
 
     def signal_all(self, signum: int) -> None:
         pass

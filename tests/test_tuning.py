@@ -192,3 +192,27 @@ def test_describe_shows_the_tuning_space(capsys):
     info = json.loads(capsys.readouterr().out)["tuning_space"]
     assert info["space"]["lr"] == {"min": 1e-5, "max": 1e-2, "scaling": "log"}
     assert info["family_overrides"] == ["digits"] and info["files"] == ["optimizers/tuning/mezo.json"]
+
+
+def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, one_thread):
+    """`tune --executor submitit-local` launches every trial through that executor (here an
+    in-process stand-in, so the test needs no scheduler), with its --executor-set resources."""
+    from harness import cluster
+    from harness.cli import main
+
+    made = []
+
+    def fake_make(name, sets, runs_dir):
+        made.append((name, sets))
+        made.append(InProcessExecutor())
+        return made[-1]
+
+    monkeypatch.setattr(cluster, "make", fake_make)
+    rc = main(["tune", "--optimizers", "random", "--problem", "sphere-50", "--trials", "2", "--evals", "10",
+               "--fresh-seeds", "5", "--space", "random.batch=1,5", "--runs-dir", str(tmp_path / "t"),
+               "--device", "cpu", "--executor", "submitit-local", "--executor-set", "timeout_min=5"])
+    assert rc == 0
+    assert made[0] == ("submitit-local", {"timeout_min": 5})
+    runs = {argv[argv.index("--run-id") + 1] for argv in made[1].launched}
+    assert len(runs) >= 3   # 2 trials, then the best and default configuration (maybe one) on seed 5
+    assert runs == {d.name for d in store.iter_runs(tmp_path / "t")}

@@ -38,7 +38,7 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from harness import tuning
+    from harness import cluster, tuning
     from harness.commands._common import budget_from_args, check_batch_args, interrupted_exit
     from harness.errors import UsageError
     from harness.executor import state_of
@@ -77,7 +77,7 @@ def main(args) -> int:
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     try:
         record = tuning.tune(plan, runs_dir, jobs=args.jobs, device=args.device, retry_failed=args.retry_failed,
-                             command=command)
+                             executor=cluster.make(args.executor, args.executor_sets, runs_dir), command=command)
     except KeyboardInterrupt as exc:
         return interrupted_exit("tune", exc)
     out = tuning_report.write(runs_dir)
