@@ -150,6 +150,11 @@ def test_traced_activations_match_rss_of_a_fresh_process(mode):
 
 # -- plan vs measured peak of real runs -----------------------------------------------
 
+@pytest.fixture(scope="module")
+def own_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("planner-cache")
+
+
 @pytest.mark.parametrize("opt,problem,sets,steps", [
     ("es", "digits-mlp", ["population=4"], 2),
     ("adam", "digits-mlp", [], 2),
@@ -161,9 +166,14 @@ def test_traced_activations_match_rss_of_a_fresh_process(mode):
     ("cma", "digits-mlp", ["variant=full", "hidden=32"], 3),  # 14 n^2 doubles at the checkpoint
 ])
 @pytest.mark.slow
-def test_plan_within_25_percent_of_measured_rss(tmp_path, opt, problem, sets, steps):
-    """The plan against the peak RSS of a whole run (default checkpointing) in a fresh process."""
-    planned = planner.plan(opt, problem, dict(s.split("=") for s in sets), device="cpu").peak_bytes
+def test_plan_within_25_percent_of_measured_rss(tmp_path, monkeypatch, own_cache, opt, problem, sets, steps):
+    """The plan against the peak RSS of a whole run (default checkpointing) in a fresh process.
+    Planned under the run's own thread setting, its framework part measured afresh here (a
+    cache of its own) rather than read from whatever earlier tests on this machine stored."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(own_cache))
+    plan = planner.plan(opt, problem, dict(s.split("=") for s in sets), device="cpu")
+    planned = plan.peak_bytes
     set_args = [a for s in sets for a in ("--set", s)]
     proc = run_cli("run", "--optimizer", opt, "--problem", problem, "--steps", str(steps), *set_args,
                    "--runs-dir", str(tmp_path), "--no-progress", "--force")
@@ -172,7 +182,7 @@ def test_plan_within_25_percent_of_measured_rss(tmp_path, opt, problem, sets, st
     assert summary["peak_memory_method"] == "peak_rss"
     measured = summary["peak_memory_bytes"]
     print(f"{opt} {problem} {sets}: planned {planned / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB")
-    assert abs(planned - measured) <= 0.25 * measured, (planned, measured)
+    assert abs(planned - measured) <= 0.25 * measured, (planned, measured, plan.breakdown)
 
 
 # -- CLI: --json, preflight -------------------------------------------------------------

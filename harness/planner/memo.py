@@ -4,6 +4,8 @@ atomically, bounded in size."""
 
 from __future__ import annotations
 
+import functools
+
 import json
 from typing import Any
 
@@ -12,10 +14,16 @@ _MISSING = object()
 
 class JsonMemo:
     def __init__(self, name: str, max_entries: int = 500):
+        self.name = name
+        self.max_entries = max_entries
+
+    @property
+    def path(self):
+        """Resolved at each use: HARNESS_CACHE_DIR set after import (a test's own cache,
+        a sweep's) is honoured, never the directory of whoever imported this first."""
         from harness.cache import cache_dir
 
-        self.path = cache_dir("planner") / name
-        self.max_entries = max_entries
+        return cache_dir("planner") / self.name
 
     def read(self) -> dict:
         try:
@@ -48,7 +56,8 @@ class JsonMemo:
 
 def stack_key() -> str:
     """The software stack a cached figure was measured on: a new interpreter, torch,
-    transformers, numpy or thread setting measures again."""
+    transformers, numpy or thread setting, or other harness code (what every run imports,
+    so part of its framework RSS) measures again."""
     import os
     import sys
 
@@ -58,4 +67,20 @@ def stack_key() -> str:
 
     return "|".join(str(v) for v in ("vmhwm", sys.executable, sys.version.split()[0], torch.__version__,
                                      _version("transformers"), _version("numpy"),
-                                     os.environ.get("OMP_NUM_THREADS", "")))
+                                     os.environ.get("OMP_NUM_THREADS", ""), code_fingerprint()))
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A short hash of the harness's own sources (harness, optimizers, problems): a
+    figure cached by other code (an older checkout, a branch) is not reused."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for pkg in ("harness", "optimizers", "problems"):
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
