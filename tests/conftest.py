@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.executor import LocalExecutor
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
@@ -138,12 +140,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-class InProcessExecutor:
+class InProcessExecutor(LocalExecutor):
     """A launcher for harness.executor.execute that runs each `harness run` in this
     process (no ~3 s of imports per run): batch verbs tested at unit-test speed.
     `launched` lists the argv of every run it started."""
 
     def __init__(self):
+        super().__init__()
         self.launched: list[list[str]] = []
 
     def launch(self, cmd: list[str], env: dict, log, resume_cmd=None) -> tuple[int, int]:
@@ -159,12 +162,6 @@ class InProcessExecutor:
             rc = main(argv)
         log.write(out.getvalue().encode())
         return rc, 0
-
-    def has_live_job(self, run_dir) -> bool:
-        return False
-
-    def stop_waiting(self) -> None:
-        pass
 
     def signal_all(self, signum: int) -> None:
         pass

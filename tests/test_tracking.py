@@ -128,8 +128,8 @@ def test_tracking_is_log_under_another_name():
 def test_sweep_passes_log_to_every_child(tmp_path):
     seen = []
 
-    class Recorder:
-        def launch(self, cmd, env, log):
+    class Recorder(executor.LocalExecutor):
+        def launch(self, cmd, env, log, resume_cmd=None):
             seen.append(cmd)
             return 0, 0
 
