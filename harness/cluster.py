@@ -288,7 +288,7 @@ class RunJob(_Checkpointable):
         self._proc = None
 
     def __call__(self) -> tuple[int, int]:
-        from harness.executor import state_of
+        from harness.executor import state_of, wait_with_peak
 
         state = state_of(Path(self.run_dir))
         if state == "done":
@@ -307,9 +307,9 @@ class RunJob(_Checkpointable):
                 log.flush()
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                           preexec_fn=_child_signals)
-            _, wstatus, usage = os.wait4(self._proc.pid, 0)   # the run's own peak RSS, as LocalExecutor
+            result = wait_with_peak(self._proc)   # the run's own peak RSS, as LocalExecutor
         self._proc = None
-        return os.waitstatus_to_exitcode(wstatus), int(usage.ru_maxrss) * 1024
+        return result
 
     def _pass_sigterm(self, signum, frame) -> None:
         if self._proc is not None and self._proc.poll() is None:

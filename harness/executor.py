@@ -71,6 +71,16 @@ def state_of(run_dir: Path) -> str:
     return "resumable" if (run_dir / "checkpoint.pt").exists() else "stale"
 
 
+def wait_with_peak(proc: subprocess.Popen) -> tuple[int, int]:
+    """Wait for a child run: (exit code, its peak RSS bytes). wait4 gives this child's own
+    rusage, so a killed run still has a peak RSS. Linux starts a child's ru_maxrss at its
+    parent's RSS, so this is an upper bound (max of the child's peak and the parent's RSS),
+    used only for runs that died before writing their own figure."""
+    _, wstatus, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(wstatus)
+    return proc.returncode, int(usage.ru_maxrss) * 1024
+
+
 class LocalExecutor:
     """Runs each item's process as a child of this one."""
 
@@ -86,16 +96,10 @@ class LocalExecutor:
         with self._guard:
             self.children.add(proc)
         try:
-            # wait4: this child's own rusage, so a killed run still has a peak RSS. Linux
-            # starts a child's ru_maxrss at its parent's RSS, so this is an upper bound
-            # (max of the child's peak and this process's RSS), used only for runs that
-            # died before writing their own figure.
-            _, wstatus, usage = os.wait4(proc.pid, 0)
+            return wait_with_peak(proc)
         finally:
             with self._guard:
                 self.children.discard(proc)
-        proc.returncode = os.waitstatus_to_exitcode(wstatus)
-        return proc.returncode, int(usage.ru_maxrss) * 1024
 
     def has_live_job(self, run_dir: Path) -> bool:
         """A scheduler job submitted earlier still runs this run: never for local children."""

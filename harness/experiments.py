@@ -241,6 +241,19 @@ def record(runs_dir: Path, request: dict, grid_: Grid) -> None:
 
 # -- registered experiments (`reproduce NAME`) ----------------------------------------
 
+def ok_summary(runs_dir: Path, it: RunItem) -> dict:
+    """The summary.json of an item's finished run, for an experiment's report; a run that
+    did not end ok (or never ran) is a HarnessError naming it and how to retry."""
+    from harness.errors import HarnessError
+
+    path = Path(runs_dir) / it.name / "summary.json"
+    summary = store.read_json(path) if path.exists() else {}
+    if summary.get("status") != "ok":
+        raise HarnessError(f"{it.label} ({path.parent}): {summary.get('status', 'no summary')}: "
+                           f"{summary.get('reason')}; rerun to retry (--retry-failed)")
+    return summary
+
+
 class Experiment:
     """A named, registered batch of runs with its own report.
 

@@ -129,6 +129,15 @@ def register_variant(name: str, *, of: str, description: str, **defaults):
     OPTIMIZERS[name] = Entry(name, base.factory, base.kinds, description, {**base.presets, **defaults})
 
 
+def base_optimizer(entry: Entry) -> str | None:
+    """The optimizer a variant was registered from (same class, no presets); for a base
+    optimizer, another name of its class without presets, if any."""
+    for name, other in OPTIMIZERS.items():
+        if other.factory is entry.factory and not other.presets and name != entry.name:
+            return name
+    return None
+
+
 def register_problem(name: str, factory, *, description: str, family: str = "", **presets):
     """Register one named problem (one size of a family) with its fixed settings."""
     _new_name(PROBLEMS, name, "problem")

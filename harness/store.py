@@ -59,6 +59,18 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows (dicts with the first row's keys) as a CSV file with a header, written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)

@@ -89,14 +89,6 @@ class Plan:
         return self.problem_cls.VALIDATION_KEY or "metric"
 
 
-def _base_name(entry) -> str | None:
-    """The optimizer a variant was registered from (same class, no presets)."""
-    for name, other in registry.OPTIMIZERS.items():
-        if other.factory is entry.factory and not other.presets and name != entry.name:
-            return name
-    return None
-
-
 def prepare(req: Request, device: str = "auto") -> Plan:
     """Every check before anything is written: names, pairs, spaces, seeds, sets, items."""
     if req.sampler not in SAMPLERS:
@@ -127,7 +119,7 @@ def prepare(req: Request, device: str = "auto") -> Plan:
     tuning_space.check_overrides_used(req.space, schemas)
     spaces, base_sets, used = {}, {}, set()
     for opt in opts:
-        spaces[opt.name] = tuning_space.load(opt.name, prob.family, _base_name(opt), schemas[opt.name],
+        spaces[opt.name] = tuning_space.load(opt.name, prob.family, registry.base_optimizer(opt), schemas[opt.name],
                                              req.space, tuple(req.optimizers))
         routed = route_sets(req.sets, schemas[opt.name], prob.schema()[0], opt.name, prob.name, partial=True)
         tuned = sorted(set(routed.optimizer) & {d.key for d in spaces[opt.name].dims})

@@ -148,7 +148,7 @@ def parse_dim(key: str, spec: Any, param: Param | None, owner: str, schema: dict
 
 def _parse(param: Param, key: str, raw: Any, where: str) -> Any:
     try:
-        return param.parse(key, raw if isinstance(raw, str) or raw is None else raw)
+        return param.parse(key, raw)
     except UsageError as exc:
         raise UsageError(f"{where}: {str(exc).replace('--set ', '')}") from None
 

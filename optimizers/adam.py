@@ -131,16 +131,9 @@ class Adam(Optimizer):
         self.master = None
         if low_precision and self.hp["fp32_master"]:
             self.master = [p.detach().float().clone().requires_grad_(True) for p in params]
-        self.opt = torch.optim.AdamW(
-            self.master if self.master is not None else params, lr=self.hp["lr"],
-            betas=(self.hp["beta1"], self.hp["beta2"]), eps=self.hp["eps"],
-            weight_decay=self.hp["weight_decay"],
-        )
+        self.opt = self._adamw(self.master if self.master is not None else params)
         if distributed.world_size() > 1:
-            n, w = _batch_len(self.problem.batch(0)), distributed.world_size()
-            if n is not None and n < w:
-                raise UsageError(f"a batch of {n} samples cannot be split over {w} ranks; "
-                                 f"use a batch of at least {w} samples or fewer processes")
+            _check_splittable(self.problem)
             from torch.nn.parallel import DistributedDataParallel
 
             # buffers are not trained here (no batch norm): no per-forward broadcast
@@ -160,8 +153,11 @@ class Adam(Optimizer):
                                self.hp["offload"] == "cpu")
         self.autocast, self.master = False, None   # FSDP's MixedPrecisionPolicy does both
         self.params = [p for _, p in self.problem.trainable()]   # now sharded DTensors
-        self.opt = torch.optim.AdamW(self.params, lr=self.hp["lr"], betas=(self.hp["beta1"], self.hp["beta2"]),
-                                     eps=self.hp["eps"], weight_decay=self.hp["weight_decay"])
+        self.opt = self._adamw(self.params)
+
+    def _adamw(self, params) -> torch.optim.AdamW:
+        return torch.optim.AdamW(params, lr=self.hp["lr"], betas=(self.hp["beta1"], self.hp["beta2"]),
+                                 eps=self.hp["eps"], weight_decay=self.hp["weight_decay"])
 
     def collective_checkpoint(self) -> bool:
         return self.fsdp is not None
@@ -180,9 +176,7 @@ class Adam(Optimizer):
             p.grad = None
         share = 1.0   # this rank's fraction of the batch
         if self.ddp is not None:
-            n = _batch_len(batch)
-            batch = distributed.shard_batch(batch)
-            share = _batch_len(batch) / n if n else 1.0 / distributed.world_size()
+            batch, share = _my_slice(batch)
         pieces = self.problem.micro_batches(batch)
         loss = 0.0
         with self._through_ddp():
@@ -218,10 +212,8 @@ class Adam(Optimizer):
         model = self.problem.model
         batch = self.problem.batch(step)
         self.opt.zero_grad(set_to_none=True)
-        n = _batch_len(batch)
-        batch = distributed.shard_batch(batch)
+        batch, share = _my_slice(batch)
         w = distributed.world_size()
-        share = _batch_len(batch) / n if n else 1.0 / w
         pieces = self.problem.micro_batches(batch)
         loss = 0.0
         for i, (piece, weight) in enumerate(pieces):
@@ -271,6 +263,13 @@ class Adam(Optimizer):
             with torch.no_grad():
                 for m, saved in zip(self.master, state["master"]):
                     m.copy_(saved)
+
+
+def _my_slice(batch):
+    """This rank's slice of the batch and its fraction of the samples."""
+    n = _batch_len(batch)
+    mine = distributed.shard_batch(batch)
+    return mine, (_batch_len(mine) / n if n else 1.0 / distributed.world_size())
 
 
 def _check_splittable(problem) -> None:

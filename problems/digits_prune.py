@@ -161,17 +161,14 @@ class DigitsPrune(PruningProblem):
         return out
 
     @torch.no_grad()
-    def _load(self, pruned: Pruned) -> None:
+    def _load(self, pruned: Pruned, linears=None) -> None:
+        """The masked net (weights and, with bias_correction, recalibrated biases) into
+        `linears` (default: the problem's own model)."""
         weights = self._masked(pruned)
-        for m, w, b in zip(self.linears, weights, self._biases(weights)):
-            m.weight.copy_(w)
-            m.bias.copy_(b)
+        _write(self.linears if linears is None else linears, weights, self._biases(weights))
 
-    @torch.no_grad()
     def _restore(self) -> None:
-        for m, w, b in zip(self.linears, self.dense, self.dense_biases):
-            m.weight.copy_(w)
-            m.bias.copy_(b)
+        _write(self.linears, self.dense, self.dense_biases)
 
     @torch.no_grad()
     def _f1(self, pruned: Pruned, split: str) -> float:
@@ -203,11 +200,7 @@ class DigitsPrune(PruningProblem):
         model.load_state_dict(self.model.state_dict())
         linears = [m for m in model if isinstance(m, nn.Linear)]
         masks = [mask.to(self.device, torch.float32) for mask in pruned.masks]
-        weights = self._masked(pruned)
-        with torch.no_grad():
-            for m, w, b in zip(linears, weights, self._biases(weights)):
-                m.weight.copy_(w)
-                m.bias.copy_(b)
+        self._load(pruned, linears)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
         g = torch.Generator().manual_seed(derive_seed(self.seed, "prune-finetune"))
         n = self.data.x_train.shape[0]
@@ -240,3 +233,10 @@ for _s in SPARSITIES:
         description=f"prune an AdamW-trained digits MLP (64-256-256-10) to {_s}% global sparsity; "
                     "metric test macro-F1 without retraining",
     )
+
+
+@torch.no_grad()
+def _write(linears: list[nn.Linear], weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
+    for m, w, b in zip(linears, weights, biases):
+        m.weight.copy_(w)
+        m.bias.copy_(b)

@@ -28,13 +28,12 @@ def optimizer_info(entry) -> dict:
     from harness import registry
 
     cls = entry.factory
-    base = [e.name for e in registry.OPTIMIZERS.values()
-            if e.factory is cls and not e.presets and e.name != entry.name]
+    base = registry.base_optimizer(entry)
     return {"type": "optimizer", "name": entry.name, "kinds": list(entry.kinds),
             "description": entry.description, "reference": cls.REFERENCE,
-            "variant_of": base[0] if entry.presets and base else None,
+            "variant_of": base if entry.presets else None,
             "distributed": cls.DISTRIBUTED, "hyperparameters": _params(entry.schema()[0]),
-            "tuning_space": _tuning_space(entry, base[0] if base else None)}
+            "tuning_space": _tuning_space(entry, base)}
 
 
 def _tuning_space(entry, base) -> dict | None:

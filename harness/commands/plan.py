@@ -84,7 +84,7 @@ def _measure(args, optimizers, overrides, device: str):
 
 
 def main(args) -> int:
-    from harness import planner
+    from harness import planner, registry
     from harness.errors import UsageError
     from harness.params import parse_set_args
 
@@ -129,19 +129,13 @@ def main(args) -> int:
               f"forward+backward peak {_fmt(f.backward_activation_bytes)} "
               f"(saved for backward {_fmt(f.saved_activation_bytes)})")
     if needs:
-        shard = " ".join(f"--set {k}={v}" for k, v in _shard_settings(args.optimizer).items())
+        shard = planner.shard_flags(registry.optimizer(args.optimizer).factory)
         said = [f"{n} x {g:g} GiB" if n else f"not on {g:g} GiB devices (what every rank holds whole "
                 f"does not fit)" for g, n in needs.items()]
         print(f"sharded ({shard}, torchrun --nproc_per_node N): needs " + ", ".join(said))
     for note in plan.notes:
         print(f"note: {note}")
     return 0
-
-
-def _shard_settings(optimizer: str) -> dict:
-    from harness import registry
-
-    return registry.optimizer(optimizer).factory.SHARD_SETTINGS
 
 
 def _gib_list(text: str) -> list[float]:

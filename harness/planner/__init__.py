@@ -8,7 +8,7 @@
 """
 
 from harness.planner.framework import FrameworkProbe, cpu_framework_bytes, runtime_modules
-from harness.planner.plan import GiB, Plan, plan, plan_run, ranks_for, ranks_needed
+from harness.planner.plan import GiB, Plan, plan, plan_run, ranks_for, ranks_needed, shard_flags
 from harness.planner.preflight import alternatives, available_bytes, preflight
 from harness.planner.tracing import (
     LiveBytes, ModelFacts, cached_model_facts, meta_problem, model_facts, model_facts_isolated,
@@ -17,5 +17,5 @@ from harness.planner.tracing import (
 __all__ = [
     "FrameworkProbe", "GiB", "LiveBytes", "ModelFacts", "Plan", "alternatives", "available_bytes",
     "cached_model_facts", "cpu_framework_bytes", "meta_problem", "model_facts", "model_facts_isolated",
-    "plan", "plan_run", "preflight", "ranks_for", "ranks_needed", "runtime_modules",
+    "plan", "plan_run", "preflight", "ranks_for", "ranks_needed", "runtime_modules", "shard_flags",
 ]

@@ -84,6 +84,11 @@ def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: st
     )
 
 
+def shard_flags(optimizer_class) -> str:
+    """The optimizer's sharded settings as the --set flags a user gives ("" when none)."""
+    return " ".join(f"--set {k}={v}" for k, v in optimizer_class.SHARD_SETTINGS.items())
+
+
 def ranks_needed(optimizer: str, optimizer_class, hp: dict, problem, device_type: str, capacity: int, *,
                  facts: ModelFacts | None = None, max_world: int = 4096) -> int | None:
     """The fewest ranks over which the optimizer's sharded settings (SHARD_SETTINGS) plan at

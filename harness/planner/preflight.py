@@ -8,7 +8,7 @@ import os
 import torch
 
 from harness.errors import PreflightError
-from harness.planner.plan import GiB, Plan, plan_run, ranks_needed
+from harness.planner.plan import GiB, Plan, plan_run, ranks_needed, shard_flags
 from harness.planner.tracing import FACTS, cached_model_facts, facts_key, meta_problem
 
 
@@ -132,8 +132,8 @@ def preflight(optimizer: str, optimizer_class, hp: dict, problem, device: torch.
     if device_type == "cuda":   # one device per rank: say how many devices like this one it needs
         ranks = ranks_needed(optimizer, optimizer_class, hp, problem, device_type, have, facts=facts)
         if ranks is not None and ranks > 1:
-            shard = " ".join(f"--set {k}={v}" for k, v in optimizer_class.SHARD_SETTINGS.items())
-            fits.insert(0, f"{shard} under torchrun --nproc_per_node {ranks} ({ranks} devices like this one)")
+            fits.insert(0, f"{shard_flags(optimizer_class)} under torchrun --nproc_per_node {ranks} "
+                           f"({ranks} devices like this one)")
     if unknown_fw:
         fits = [f.replace(")", " + framework)") for f in fits]
     hint = ("; would fit: " + ", ".join(fits)) if fits else "; nothing smaller of this family fits either"

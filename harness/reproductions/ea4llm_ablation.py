@@ -30,7 +30,6 @@ CSV, PNG) is built from their summary.json and metrics.jsonl files only.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
@@ -127,14 +126,13 @@ class EA4LLMAblation(Experiment):
         return self.plan(args)["items"]
 
     def render(self, args, outcomes) -> str:
+        from harness import store
+
         plan = self.plan(args)
         rows, curves = collect(args.runs_dir, plan["labelled"])
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "ea4llm_ablation_runs.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        store.write_csv(out / "ea4llm_ablation_runs.csv", rows)
         plot(rows, curves, plan, out / "ea4llm_ablation.png")
         text = table(rows, plan, args)
         (out / "ea4llm_ablation.md").write_text(text)
@@ -146,16 +144,12 @@ def collect(runs_dir, labelled) -> tuple[list[dict], dict]:
     """One row per (ablation, level, seed) from the stored runs; curves by run name:
     (iterations, estimated forward FLOPs so far, held-out loss) at each evaluation."""
     from harness import store
-    from harness.errors import HarnessError
+    from harness.experiments import ok_summary
 
     rows, curves = [], {}
     for ablation, level, it in labelled:
-        run_dir = Path(runs_dir) / it.name
-        s = store.read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-        if s.get("status") != "ok":
-            raise HarnessError(f"{it.label} ({run_dir}): {s.get('status', 'no summary')}: "
-                               f"{s.get('reason')}; rerun to retry (--retry-failed)")
-        records = store.read_metrics(run_dir / "metrics.jsonl")
+        s = ok_summary(runs_dir, it)
+        records = store.read_metrics(Path(runs_dir) / it.name / "metrics.jsonl")
         evals = [r for r in records if "heldout_loss" in r]
         curves[it.name] = ([r["step"] for r in evals], [r.get("flops") or 0.0 for r in evals],
                            [r["heldout_loss"] for r in evals])

@@ -15,7 +15,6 @@ seed 0) for every run seed: the seeds vary the optimizers' randomness.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
@@ -75,15 +74,11 @@ class GenomeReproduction(Experiment):
 
     def render(self, args, outcomes) -> str:
         from harness import store
-        from harness.errors import HarnessError
+        from harness.experiments import ok_summary
 
         rows = []
         for task, label, it in self.labelled(args):
-            path = Path(args.runs_dir) / it.name / "summary.json"
-            s = store.read_json(path) if path.exists() else {}
-            if s.get("status") != "ok":
-                raise HarnessError(f"{it.label} ({it.name}): {s.get('status', 'no summary')}: "
-                                   f"{s.get('reason')}; rerun to retry (--retry-failed)")
+            s = ok_summary(args.runs_dir, it)
             rows.append({"task": task, "seed": it.seed, "method": label,
                          "test_accuracy": s["final_metric"], "val_accuracy": 1.0 - s["final_loss"],
                          "evals": s["evals"], "optimizer_time_s": round(s["optimizer_time_s"], 2),
@@ -91,10 +86,7 @@ class GenomeReproduction(Experiment):
                          "run": it.name})
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "genome_runs.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        store.write_csv(out / "genome_runs.csv", rows)
         table = render_table(rows, args)
         (out / "genome_table.md").write_text(table)
         return table + f"\nwritten: {out / 'genome_table.md'}, {out / 'genome_runs.csv'}"

@@ -166,16 +166,12 @@ def labelled(seeds: list[int], options: dict) -> list[tuple[dict, object]]:
 
 def rows_from_runs(runs_dir: str, labelled_items) -> list[dict]:
     """One row per run, from its summary.json and last eval record only."""
-    from harness import store
-    from harness.errors import HarnessError
+    from harness.experiments import ok_summary
 
     rows = []
     for fields, it in labelled_items:
         run_dir = Path(runs_dir) / it.name
-        summary = store.read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-        if summary.get("status") != "ok":
-            raise HarnessError(f"{it.label} ({run_dir}): {summary.get('status', 'no summary')}: "
-                               f"{summary.get('reason')}; rerun to retry (--retry-failed)")
+        summary = ok_summary(runs_dir, it)
         row = {"optimizer": it.optimizer, "problem": it.problem, "seed": it.seed, "run_dir": str(run_dir),
                "evals": summary["evals"], "steps": summary["steps"], "final_metric": summary["final_metric"],
                "best_loss": summary["best_loss"], "optimizer_time_s": summary["optimizer_time_s"],
