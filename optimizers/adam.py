@@ -166,11 +166,7 @@ class Adam(Optimizer):
         if self.fsdp is not None:
             return self._step_fsdp(step)
         batch = self.problem.batch(step)
-        # the warmup lr is a pure function of the step (no scheduler state to checkpoint)
-        warmup = self.hp["warmup_steps"]
-        lr = self.hp["lr"] * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = self._set_lr(step)
         self.opt.zero_grad(set_to_none=True)
         for p in self.params:
             p.grad = None
@@ -211,6 +207,7 @@ class Adam(Optimizer):
         so that FSDP's gradient average (reduce-scatter) is the whole batch's gradient."""
         model = self.problem.model
         batch = self.problem.batch(step)
+        lr = self._set_lr(step)
         self.opt.zero_grad(set_to_none=True)
         batch, share = _my_slice(batch)
         w = distributed.world_size()
@@ -225,7 +222,16 @@ class Adam(Optimizer):
         if self.hp["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.hp["grad_clip"])
         self.opt.step()
-        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": self.hp["lr"]})
+        return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": lr})
+
+    def _set_lr(self, step: int) -> float:
+        """This step's learning rate (linear warmup), set on the AdamW groups; a pure
+        function of the step, so there is no scheduler state to checkpoint."""
+        warmup = self.hp["warmup_steps"]
+        lr = self.hp["lr"] * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        return lr
 
     @contextlib.contextmanager
     def _through_ddp(self):

@@ -33,10 +33,11 @@ def test_bad_shard_settings_are_one_line_exit_2_nothing_written(tmp_path, capsys
 def test_fsdp_two_ranks_follow_one_process_and_resume(tmp_path, one_thread):
     """FSDP reduce-scatters two half-batch gradients where one process does one backward:
     the same maths in another summation order. Measured: losses within ~5e-8 relative
-    over 6 steps (4.36555814743042 vs 4.365557909011841 at step 6)."""
-    one = run_inprocess(tmp_path / "one", "adam", 6)
+    over 6 steps (4.36555814743042 vs 4.365557909011841 at step 6). Both warm the learning
+    rate up over 3 steps: the sharded path follows the same schedule."""
+    one = run_inprocess(tmp_path / "one", "adam", 6, warmup_steps=3)
     proc = torchrun("--optimizer", "adam", "--problem", "qwen3-tiny", "--steps", "4", "--set", "shard=fsdp",
-                    "--checkpoint-every", "2", "--runs-dir", str(tmp_path / "two"))
+                    "--set", "warmup_steps=3", "--checkpoint-every", "2", "--runs-dir", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "two")
     config = store.read_json(run_dir / "config.json")
@@ -51,6 +52,8 @@ def test_fsdp_two_ranks_follow_one_process_and_resume(tmp_path, one_thread):
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(7))
     for a, b in zip(one[1:], two[1:]):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=0)
+        assert b["lr"] == a["lr"]
+    assert one[1]["lr"] < one[3]["lr"] == one[6]["lr"]   # warmed up over steps 1-3
     assert two[-1]["metric"] == pytest.approx(one[-1]["metric"], rel=1e-4)
     assert one[-1]["loss"] < one[1]["loss"] - 0.5   # it trains
     assert store.read_json(run_dir / "summary.json")["status"] == "ok"
