@@ -32,9 +32,8 @@ def test_bad_shard_settings_are_one_line_exit_2_nothing_written(tmp_path, capsys
 @pytest.mark.slow
 def test_fsdp_two_ranks_follow_one_process_and_resume(tmp_path, one_thread):
     """FSDP reduce-scatters two half-batch gradients where one process does one backward:
-    the same maths in another summation order. Measured without warmup: losses within ~5e-8 relative
-    over 6 steps (4.36555814743042 vs 4.365557909011841 at step 6). Both warm the learning
-    rate up over 3 steps: the sharded path follows the same schedule."""
+    the same maths in another summation order (figures: run with -s; docs/cluster.md).
+    Both warm the learning rate up over 3 steps: the sharded path follows the same schedule."""
     one = run_inprocess(tmp_path / "one", "adam", 6, warmup_steps=3)
     proc = torchrun("--optimizer", "adam", "--problem", "qwen3-tiny", "--steps", "4", "--set", "shard=fsdp",
                     "--set", "warmup_steps=3", "--checkpoint-every", "2", "--runs-dir", str(tmp_path / "two"))
@@ -50,6 +49,9 @@ def test_fsdp_two_ranks_follow_one_process_and_resume(tmp_path, one_thread):
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = load_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(7))
+    worst = max(abs(b["loss"] - a["loss"]) / abs(a["loss"]) for a, b in zip(one[1:], two[1:]))
+    print(f"2 ranks vs 1 process: largest relative loss difference {worst:.1e} over 6 steps; "
+          f"step 6: {one[-1]['loss']!r} vs {two[-1]['loss']!r}")
     for a, b in zip(one[1:], two[1:]):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=0)
         assert b["lr"] == a["lr"]
