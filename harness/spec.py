@@ -116,6 +116,8 @@ class Prepared:
         # canonical names from here on (the user may have typed CMA for cma)
         self.spec = spec = _with_names(spec, self.opt_entry.name, self.prob_entry.name)
         self.kind = registry.check_compatible(self.opt_entry, self.prob_entry)
+        check_installed(f"optimizer {spec.optimizer!r}", self.optimizer_class.RUNTIME_IMPORTS)
+        check_installed(f"problem {spec.problem!r}", self.prob_entry.factory.RUNTIME_IMPORTS)
         opt_schema = self.opt_entry.schema_for(self.prob_entry.factory)
         prob_schema, _ = self.prob_entry.schema()
         routed = route_sets(spec.overrides, opt_schema, prob_schema, spec.optimizer, spec.problem)
@@ -162,6 +164,21 @@ class Prepared:
             "metric_higher_is_better": self.problem.METRIC_HIGHER_IS_BETTER,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+# pip's names for the lazily imported modules whose distribution is named otherwise
+PIP_NAMES = {"cocoex": "coco-experiment", "sklearn": "scikit-learn"}
+
+
+def check_installed(owner: str, modules) -> None:
+    """UsageError naming what to install when a library the run imports lazily is absent
+    (the optional ones need not be on a machine whose runs do not use them)."""
+    import importlib.util
+
+    missing = sorted({m.split(".")[0] for m in modules if importlib.util.find_spec(m.split(".")[0]) is None})
+    if missing:
+        raise UsageError(f"{owner} needs {', '.join(missing)}, which is not installed here; "
+                         f"pip install {' '.join(PIP_NAMES.get(m, m) for m in missing)}")
 
 
 # Below this many parameters a model's ops are too small for several threads to pay

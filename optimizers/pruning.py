@@ -201,6 +201,7 @@ def _pycma_seed(seed: int) -> int:
 class SynFlowCMA(Optimizer):
     REFERENCE = ("seed paper 003 (CMA-ES over layer-wise sparsity with SynFlow masks and energy compensation); "
                  "SynFlow: arXiv:2006.05467; library: pycma")
+    RUNTIME_IMPORTS = ("cma",)
     PARAMS = {
         "fitness": Param("val-f1", str, "what CMA-ES minimises: 1 - validation F1 or -log SynFlow R",
                          choices=("val-f1", "synflow")),

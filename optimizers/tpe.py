@@ -45,6 +45,7 @@ def sampler_seed(seed: int) -> int:
 class TPE(Optimizer):
     REFERENCE = ("TPE: Bergstra et al., Algorithms for Hyper-Parameter Optimization (NeurIPS 2011); library: "
                  "Optuna (Akiba et al., KDD 2019) TPESampler")
+    RUNTIME_IMPORTS = ("optuna",)
     PARAMS = {
         "batch": Param(1, int, "trials per step", low=1),
         "n_startup_trials": Param(10, int, "random trials before TPE takes over", low=0),

@@ -262,6 +262,7 @@ def test_preflight_suggests_what_fits_and_force_skips_it(tmp_path):
 
 # -- GPU validation (skipped without CUDA) ------------------------------------------------
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("problem", ["qwen3-tiny", "qwen3-small", "qwen3-0.5b"])
 @pytest.mark.parametrize("opt", ["es", "mezo", "adam"])

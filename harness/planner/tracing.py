@@ -205,10 +205,12 @@ def model_facts(problem, device_type: str = "cpu", shadow=None) -> ModelFacts | 
 def model_facts_isolated(problem, device_type: str = "cpu") -> ModelFacts | None:
     """model_facts in a forked child, so the run's own process (whose peak RSS is the
     figure a CPU run records) never holds what tracing imports (torch's Python meta
-    kernels pull in sympy: about 75 MiB). In-process where fork is unavailable or
-    torch.distributed already runs threads."""
+    kernels pull in sympy: about 75 MiB). In-process where fork is unavailable, where
+    torch.distributed already runs threads, or where this process holds a CUDA context
+    (a forked child of it must not touch CUDA, and a CUDA run records the allocator's
+    peak, which tracing on the meta device leaves alone)."""
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not hasattr(os, "fork") or dist:
+    if not hasattr(os, "fork") or dist or torch.cuda.is_initialized():
         return model_facts(problem, device_type)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
