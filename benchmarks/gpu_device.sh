@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/gpu_device.sh wheels                # here, online: wheels of what the GPU machine
 #                                                       # lacks into .whl/ (git-ignored)
-#   bash benchmarks/gpu_device.sh run OUT [BUDGET_S]    # there, offline: install .whl/, check imports,
+#   bash benchmarks/gpu_device.sh run OUT [BUDGET_S [SUITE_ARGS...]]
+#                                                       # there, offline: install .whl/, check imports,
 #                                                       # run benchmarks/gpu_suite.py, log to OUT/
 #   bash benchmarks/gpu_device.sh check                 # here: the same run's smoke on CPU, offline and
 #                                                       # with the optional libraries unimportable
@@ -37,8 +38,9 @@ wheels)
     ls -l .whl
     ;;
 run)
-    out="${2:?usage: gpu_device.sh run OUT [BUDGET_S]}"
+    out="${2:?usage: gpu_device.sh run OUT [BUDGET_S [SUITE_ARGS...]]}"
     budget="${3:-330}"
+    shift $(( $# < 3 ? $# : 3 ))
     mkdir -p "$out"
     offline_env
     exec > >(tee "$out/log.txt") 2>&1
@@ -61,7 +63,7 @@ if missing:
     sys.exit("gpu_device: missing on this machine: " + ", ".join(missing)
              + "; add them to benchmarks/gpu_wheels.txt and run `gpu_device.sh wheels` where pip works")
 EOF
-    python3 benchmarks/gpu_suite.py --out "$out" --budget-s "$budget"
+    python3 benchmarks/gpu_suite.py --out "$out" --budget-s "$budget" "$@"
     ;;
 check)
     out="${2:-/tmp/gpu_suite_smoke}"
@@ -70,7 +72,7 @@ check)
         python3 benchmarks/gpu_suite.py --smoke --out "$out"
     ;;
 *)
-    echo "usage: gpu_device.sh wheels | run OUT [BUDGET_S] | check [OUT]" >&2
+    echo "usage: gpu_device.sh wheels | run OUT [BUDGET_S [SUITE_ARGS...]] | check [OUT]" >&2
     exit 2
     ;;
 esac

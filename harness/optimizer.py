@@ -42,6 +42,9 @@ class Optimizer:
     # The --set values that shard its state over torchrun's ranks (e.g. {"shard": "fsdp"}):
     # the planner plans those settings per rank and says how many ranks a run needs. {}: none.
     SHARD_SETTINGS: dict[str, Any] = {}
+    # True when its step runs autograd's backward: on CUDA the backward thread holds a cuBLAS
+    # workspace of its own (measured on an H200, docs/gpu.md), which the planner counts.
+    BACKWARD: bool = False
     # Modules it imports lazily once running (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper or library this adapter implements (shown by `describe`); "" = none.
@@ -81,7 +84,16 @@ class Optimizer:
         harness.planner.ModelFacts. None: not declared (the planner then counts the
         weights only and says so). Per rank: facts.world_size is the number of ranks; an
         optimizer that shards the weights returns a "weights" entry, which replaces the
-        whole model's weights in the plan."""
+        whole model's weights in the plan. What is held only part of the time goes in
+        memory_phases."""
+        return None
+
+    @classmethod
+    def memory_phases(cls, hp: dict[str, Any], facts) -> dict[str, dict[str, int]] | None:
+        """Bytes held only during one phase of a step, {phase: {component: bytes}}, e.g.
+        {"perturbing": {"noise": ...}, "forward": {"activations": ...}}: phases do not
+        overlap, so the plan adds the largest phase to memory_model's components (on an
+        H200 the sum over-counted ES's peak by 33-40%). None: no phases."""
         return None
 
     # -- the run ------------------------------------------------------------------

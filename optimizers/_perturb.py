@@ -29,6 +29,13 @@ def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
 
 
+def perturbation_bytes(facts) -> int:
+    """Peak bytes of Perturber.add beyond the weights: the largest tensor's fp32 noise, plus
+    an fp32 copy of that tensor when the weights are not fp32 (p.float())."""
+    numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
+    return int(4 * numel * (1 if facts.dtype_bytes == 4 else 2))
+
+
 class Perturber:
     """In-place perturbations of a fixed, ordered list of tensors."""
 

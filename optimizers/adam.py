@@ -48,6 +48,7 @@ class Adam(Optimizer):
     REFERENCE = ("AdamW: Loshchilov & Hutter, Decoupled Weight Decay Regularization (ICLR 2019), "
                  "arXiv:1711.05101; library: torch.optim.AdamW")
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
+    BACKWARD = True
     SHARD_SETTINGS = {"shard": "fsdp"}   # or FSDP2: weights, gradients, states split over ranks
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
@@ -80,20 +81,37 @@ class Adam(Optimizer):
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
-        """Bytes beyond the weights: gradients (param dtype), two AdamW moments, and the
-        activations kept for the backward of one micro-batch. Under bf16/fp16 with
-        fp32_master: fp32 moments, an fp32 master copy and its fp32 gradient."""
+        """Held for the whole run beyond the weights: the two AdamW moments and, under
+        bf16/fp16 with fp32_master, the fp32 master copy (moments fp32 too). The gradients
+        and activations come and go: memory_phases."""
         if hp.get("shard") == "fsdp":
             return cls._sharded_memory(hp, facts)
         n = facts.trainable_count
         master = facts.dtype_bytes < 4 and hp.get("fp32_master", True)
-        out = {"gradients": int(facts.trainable_bytes),
-               "optimizer_states": int(2 * 4 * n if master else 2 * facts.trainable_bytes),
-               "activations": int(facts.backward_activation_bytes)}
+        out = {"optimizer_states": int(2 * 4 * n if master else 2 * facts.trainable_bytes)}
         if master:
             out["master_weights"] = int(4 * n)
-            out["master_gradients"] = int(4 * n)
         return out
+
+    @classmethod
+    def memory_phases(cls, hp: dict, facts) -> dict[str, dict[str, int]] | None:
+        """backward: the weights' gradients (param dtype) while one micro-batch's activations
+        are alive. step: under fp32_master the gradients become fp32 master gradients (each
+        bf16 one freed as it is converted); AdamW's update then allocates one temporary the
+        size of what it steps (torch's foreach kernels on CUDA compute sqrt(v) for all
+        tensors at once; the for-loop on CPU, one tensor at a time, twice its size). Measured
+        on an H200 (docs/gpu.md): the step phase is the peak from 4B up, within 0.5%."""
+        if hp.get("shard") == "fsdp":
+            return None
+        n = facts.trainable_count
+        master = facts.dtype_bytes < 4 and hp.get("fp32_master", True)
+        stepped = 4 * n if master else facts.trainable_bytes
+        largest = facts.largest_tensor_bytes * (4 // facts.dtype_bytes if master else 1)
+        temporary = stepped if facts.device_type == "cuda" else 2 * largest
+        return {"backward": {"gradients": int(facts.trainable_bytes),
+                             "activations": int(facts.backward_activation_bytes)},
+                "step": {("master_gradients" if master else "gradients"): int(stepped),
+                         "step_temporary": int(temporary)}}
 
     @staticmethod
     def _sharded_memory(hp: dict, facts) -> dict[str, int]:

@@ -35,7 +35,7 @@ from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from optimizers._perturb import Perturber, tensor_noise
+from optimizers._perturb import Perturber, perturbation_bytes, tensor_noise
 from optimizers._schedules import SCHEDULE_PARAMS, check_schedules, value_at
 
 
@@ -100,21 +100,28 @@ class ES(Optimizer):
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
-        """Bytes beyond the weights: one tensor's fp32 noise (plus an fp32 working copy of
-        that tensor when weights are not fp32), one no-grad forward's activations, and the
-        population-sized arrays (so an absurd population is refused before it starts).
-        Conservative: the noise is freed before the forward, the sum over-counts."""
-        numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
-        noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
+        """Bytes beyond the weights: the population-sized arrays (so an absurd population is
+        refused before it starts); in place (K = 1) the noise and the forward are phases
+        (memory_phases). Batched: K perturbed copies of the weights, built from K noises,
+        then a vmapped forward (counted together: not measured on a GPU yet)."""
         k = min(hp["members_per_forward"], hp["population"])
         population = int(cls.PER_MEMBER_BYTES * hp["population"])
         if k == 1:
-            return {"noise": int(noise), "activations": int(facts.forward_activation_bytes),
-                    "population": population}
+            return {"population": population}
+        noise = perturbation_bytes(facts)
         # batched: K perturbed copies of the trainable weights, K of one tensor's fp32 noise
         # while they are built, and a vmapped forward holding K micro-batches' activations
         return {"batched_weights": int(k * facts.trainable_bytes), "noise": int(k * noise),
                 "activations": int(k * facts.forward_activation_bytes), "population": population}
+
+    @classmethod
+    def memory_phases(cls, hp: dict, facts) -> dict[str, dict[str, int]] | None:
+        """In place: the noise of one tensor exists while it is added or taken back, the
+        activations of one no-grad forward while a member is scored, never both."""
+        if min(hp["members_per_forward"], hp["population"]) > 1:
+            return None
+        return {"perturbing": {"noise": perturbation_bytes(facts)},
+                "forward": {"activations": int(facts.forward_activation_bytes)}}
 
     @classmethod
     def check_hparams(cls, hp) -> None:

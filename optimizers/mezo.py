@@ -19,7 +19,7 @@ from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from optimizers._perturb import Perturber
+from optimizers._perturb import Perturber, perturbation_bytes
 
 
 @register_optimizer("mezo", kinds=["weights"],
@@ -38,11 +38,15 @@ class MeZO(Optimizer):
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
-        """Bytes beyond the weights: one tensor's fp32 noise (+ fp32 working copy for
-        non-fp32 weights) and one no-grad forward's activations (conservative sum)."""
-        numel = facts.largest_tensor_bytes // max(facts.dtype_bytes, 1)
-        noise = 4 * numel * (1 if facts.dtype_bytes == 4 else 2)
-        return {"noise": int(noise), "activations": int(facts.forward_activation_bytes)}
+        """Nothing is held for the whole step beyond the weights: see memory_phases."""
+        return {}
+
+    @classmethod
+    def memory_phases(cls, hp: dict, facts) -> dict[str, dict[str, int]]:
+        """One tensor's noise while the weights are perturbed, one no-grad forward's
+        activations while a side is scored: never both (on an H200 the sum over-counted)."""
+        return {"perturbing": {"noise": perturbation_bytes(facts)},
+                "forward": {"activations": int(facts.forward_activation_bytes)}}
 
     def setup(self) -> None:
         self.pert = Perturber(self.problem.trainable())

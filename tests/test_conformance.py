@@ -154,6 +154,9 @@ def test_memory_model_gives_non_negative_integers(name, kind):
                   planner.ModelFacts()):
         parts = entry.factory.memory_model(hp, facts)
         assert parts is None or all(isinstance(v, int) and v >= 0 for v in parts.values()), parts
+        phases = entry.factory.memory_phases(hp, facts) if parts is not None else None
+        assert phases is None or all(isinstance(v, int) and v >= 0
+                                     for phase in phases.values() for v in phase.values()), phases
     if kind in ("weights", "search-space"):   # the planner's own facts of the real problem
         plan = planner.plan(name, problem, _sets(name, kind))
         assert all(isinstance(v, int) and v >= 0 for v in plan.breakdown.values()), plan.breakdown

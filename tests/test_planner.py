@@ -60,7 +60,9 @@ def test_plan_sums_weights_optimizer_and_framework(monkeypatch):
         "transient": 11 * n * n * 8, "framework": 300 * 2**20}
     assert plan.peak_bytes == sum(plan.breakdown.values())
     cuda = planner.plan("cma", "digits-mlp", {"variant": "full"}, device="cuda")
-    assert cuda.breakdown["framework"] == 0 and cuda.peak_bytes == plan.peak_bytes - 300 * 2**20
+    # on CUDA: no framework RSS, one cuBLAS workspace (cma runs no backward)
+    assert cuda.breakdown["framework"] == 0 and cuda.breakdown["cublas_workspace"] == 32 * 2**20
+    assert cuda.peak_bytes == plan.peak_bytes - 300 * 2**20 + 32 * 2**20
 
 
 # -- the tracer against a real transformer ----------------------------------------
@@ -266,7 +268,8 @@ def test_preflight_suggests_what_fits_and_force_skips_it(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("problem", ["qwen3-tiny", "qwen3-small", "qwen3-0.5b"])
 @pytest.mark.parametrize("opt", ["es", "mezo", "adam"])
-def test_plan_within_15_percent_of_cuda_peak(tmp_path, opt, problem):
+def test_plan_within_5_percent_of_cuda_peak(tmp_path, opt, problem):
+    """On an H200 (docs/gpu.md) every one of these planned within 2.5% of its measured peak."""
     registry.load_all()
     if problem not in registry.PROBLEMS or opt not in registry.OPTIMIZERS:
         pytest.skip(f"{opt} / {problem} not registered")
@@ -278,4 +281,4 @@ def test_plan_within_15_percent_of_cuda_peak(tmp_path, opt, problem):
     assert summary["peak_memory_method"] == "cuda_max_memory_allocated"
     measured = summary["peak_memory_bytes"]
     print(f"\n{opt} {problem}: planned {plan.peak_bytes / GiB:.3f} GiB, measured {measured / GiB:.3f} GiB")
-    assert abs(plan.peak_bytes - measured) <= 0.15 * measured, (plan.peak_bytes, measured)
+    assert abs(plan.peak_bytes - measured) <= 0.05 * measured, (plan.peak_bytes, measured)

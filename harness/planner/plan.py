@@ -7,7 +7,12 @@
   framework    on CPU the measured peak RSS of a fresh interpreter that imports
                the harness and what the run imports (harness.planner.framework);
                on CUDA 0, since the harness's CUDA figure
-               (`torch.cuda.max_memory_allocated`) counts tensors only.
+               (`torch.cuda.max_memory_allocated`) counts tensors only,
+  phases       the largest of the optimizer's `memory_phases` (held one at a time),
+  cublas       on CUDA, cuBLAS's workspace: one per thread that multiplies
+               matrices (the run's, and autograd's backward thread for optimizers
+               that backpropagate); torch allocates it through the caching
+               allocator, so max_memory_allocated counts it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from harness.planner.framework import cpu_framework_bytes, runtime_modules
 from harness.planner.tracing import ModelFacts, cached_model_facts
 
 GiB = 2**30
+# torch's default cuBLAS workspace on Hopper (sm_90): 32 MiB per handle, measured on an H200
+# (docs/gpu.md: every CUDA run's peak was its tensors + 32 MiB, + 64 MiB with a backward).
+# Older GPUs get about 8 MiB, so this is an upper bound there; CUBLAS_WORKSPACE_CONFIG
+# changes it.
+CUBLAS_WORKSPACE_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -62,6 +72,14 @@ def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: st
     parts = optimizer_class.memory_model(hp, facts) if facts is not None else None
     for k, v in (parts or {}).items():   # a "weights" entry (sharded weights) replaces the whole model's
         breakdown[k] = int(v) if k == "weights" else breakdown.get(k, 0) + int(v)
+    phases = optimizer_class.memory_phases(hp, facts) if facts is not None and parts is not None else None
+    if phases:
+        peak_phase = max(phases, key=lambda name: sum(phases[name].values()))
+        for k, v in phases[peak_phase].items():
+            breakdown[k] = breakdown.get(k, 0) + int(v)
+        others = [f"{name} {sum(p.values()) / GiB:.2f} GiB" for name, p in phases.items() if name != peak_phase]
+        notes.append(f"peak while {peak_phase}" + (f" (held at other times: {', '.join(others)})"
+                                                   if others else ""))
     if facts is None:
         notes.append(f"problem {problem.name!r} gives no model to plan (no meta_model)")
     elif parts is None:
@@ -74,6 +92,8 @@ def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: st
             notes.append("framework RSS not measured yet (counted as 0)")
     else:
         breakdown["framework"] = 0
+        if facts is not None and facts.weight_bytes:   # a torch model multiplies matrices on the device
+            breakdown["cublas_workspace"] = CUBLAS_WORKSPACE_BYTES * (2 if optimizer_class.BACKWARD else 1)
     return Plan(
         optimizer=optimizer, problem=problem.name, device=device_type,
         peak_bytes=int(sum(breakdown.values())), breakdown=breakdown, facts=facts,

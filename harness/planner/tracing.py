@@ -50,6 +50,7 @@ class ModelFacts:
     largest_unit_bytes: int = 0
     root_unit_bytes: int = 0
     world_size: int = 1               # ranks the plan is for (set by the plan, not traced)
+    device_type: str = "cpu"          # the device the facts are for (kernels differ: cpu, cuda)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -198,6 +199,7 @@ def model_facts(problem, device_type: str = "cpu", shadow=None) -> ModelFacts | 
         dtype_bytes=trainable[0].element_size() if trainable else 4,
         low_rank_count=sum(p.shape[0] + p.shape[1] for p in trainable if p.dim() == 2),
         micro_batches_per_step=int(shadow.micro_batches_per_step()),
+        device_type=device_type,
         model_modules=tuple(sorted({type(m).__module__ for m in model.modules()})),
     )
 
