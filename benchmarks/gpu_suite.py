@@ -320,7 +320,8 @@ def cuda_tests(suite: Suite) -> dict:
     res = _run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *workers, "-m", "cuda",
                 "tests"], suite, 300, log="cuda_tests.txt")
     tail = (suite.out / "cuda_tests.txt").read_text()
-    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    # pytest's closing line (warnings may follow it)
+    last = next((ln for ln in reversed(tail.splitlines()) if re.search(r"\d+ (passed|failed).* in [\d.]+s", ln)), "")
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)}
     res.update(counts=counts, figures=re.findall(r"^\w+ \S+: planned .* measured .*$", tail, re.M))
     return res

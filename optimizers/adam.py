@@ -49,6 +49,9 @@ class Adam(Optimizer):
                  "arXiv:1711.05101; library: torch.optim.AdamW")
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
     BACKWARD = True
+    # torch.optim's first step imports torch._dynamo: about 70 MiB of RSS on CPU (measured),
+    # which the planner's framework figure must include
+    RUNTIME_IMPORTS = ("torch._dynamo",)
     SHARD_SETTINGS = {"shard": "fsdp"}   # or FSDP2: weights, gradients, states split over ranks
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),

@@ -101,6 +101,8 @@ def synflow_score(layers: list[dict], seed: int) -> float:
 
 
 class DigitsHPO(SearchSpaceProblem):
+    # training with torch.optim imports torch._dynamo at its first step (~70 MiB of CPU RSS)
+    RUNTIME_IMPORTS = ("sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "torch._dynamo")
     REFERENCE = "seed paper 003's HPO setting on scikit-learn's digits data (sklearn.datasets.load_digits)"
     PARAMS = {
         "train_steps": Param(100, int, "AdamW steps per configuration (the fixed training budget)", low=1),

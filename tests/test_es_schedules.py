@@ -28,19 +28,31 @@ def _fingerprint(problem) -> str:
     return h.hexdigest()[:16]
 
 
-@pytest.mark.parametrize("hp, weights, losses", [
-    # recorded with the code before schedules existed (commit 7fbae2e), 4 steps on digits-mlp seed 3
-    ({"population": 6}, "8752b4db0e760c21",
-     ["0x1.261acb0000000p+1", "0x1.23c7e50000000p+1", "0x1.249cfc0000000p+1", "0x1.2005a00000000p+1"]),
-    ({"population": 6, "antithetic": "true", "shaping": "rank", "scaling": "nes"}, "0960e72e20a09585",
-     ["0x1.2611b20000000p+1", "0x1.2389965555555p+6", "0x1.ff8625aaaaaabp+6", "0x1.3908b25555555p+7"]),
-    ({"population": 6, "optimizer": "eggroll"}, "69e4b00b6e93ec1f",
-     ["0x1.262cba5555555p+1", "0x1.1d9aa20000000p+1", "0x1.235b380000000p+1", "0x1.16ca905555555p+1"]),
+# Recorded with the code before schedules existed (commit 7fbae2e), 4 steps on digits-mlp seed 3,
+# on two machines whose CPU kernels round the last bits differently: the first where they were
+# recorded, the second an AMD EPYC with AVX512 (the commit's own code run there on 2026-12-04).
+# A run must match one of them bit for bit.
+@pytest.mark.parametrize("hp, recorded", [
+    ({"population": 6}, [
+        ("8752b4db0e760c21",
+         ["0x1.261acb0000000p+1", "0x1.23c7e50000000p+1", "0x1.249cfc0000000p+1", "0x1.2005a00000000p+1"]),
+        ("b8ebe150273ea641",
+         ["0x1.261acb5555555p+1", "0x1.23c7e6aaaaaabp+1", "0x1.249cfd5555555p+1", "0x1.2005a15555555p+1"])]),
+    ({"population": 6, "antithetic": "true", "shaping": "rank", "scaling": "nes"}, [
+        ("0960e72e20a09585",
+         ["0x1.2611b20000000p+1", "0x1.2389965555555p+6", "0x1.ff8625aaaaaabp+6", "0x1.3908b25555555p+7"]),
+        ("0960e72e20a09585",
+         ["0x1.2611b25555555p+1", "0x1.2389960000000p+6", "0x1.ff86260000000p+6", "0x1.3908b20000000p+7"])]),
+    ({"population": 6, "optimizer": "eggroll"}, [
+        ("69e4b00b6e93ec1f",
+         ["0x1.262cba5555555p+1", "0x1.1d9aa20000000p+1", "0x1.235b380000000p+1", "0x1.16ca905555555p+1"]),
+        ("9a2c7a6cb70c5607",
+         ["0x1.262cba5555555p+1", "0x1.1d9aa2aaaaaabp+1", "0x1.235b375555555p+1", "0x1.16ca8eaaaaaabp+1"])]),
 ])
-def test_schedules_off_by_default_are_bit_identical_to_before(one_thread, hp, weights, losses):
+def test_schedules_off_by_default_are_bit_identical_to_before(one_thread, hp, recorded):
     problem, opt = _digits_es(**hp)
     got = [float(opt.step(k).loss).hex() for k in range(4)]
-    assert got == losses and _fingerprint(problem) == weights
+    assert (_fingerprint(problem), got) in [(w, losses) for w, losses in recorded], (_fingerprint(problem), got)
 
 
 def test_the_forms_as_documented():
