@@ -11,10 +11,8 @@ A reproduction then renders its tables from the stored runs alone.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import json
-import pkgutil
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -294,16 +292,19 @@ def register_experiment(name: str, *, help: str):
     return deco
 
 
+# Whose modules register experiments (the studies floor), imported by name on first lookup.
+EXPERIMENT_PACKAGES = ("studies.reproductions",)
+
+
 def load_all() -> None:
-    """Import every module of harness.reproductions (they register their experiments)."""
+    """Import every module of the EXPERIMENT_PACKAGES (they register their experiments)."""
     global _loaded
     if _loaded:
         return
-    import harness.reproductions as pkg
+    from harness.registry import import_modules
 
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"harness.reproductions.{info.name}")
+    for pkg_name in EXPERIMENT_PACKAGES:
+        import_modules(pkg_name)
     _loaded = True
 
 

@@ -1,8 +1,9 @@
 """Name -> factory registry for optimizers and problems.
 
-Optimizer and problem modules register themselves when imported; the engine
-only imports the *packages* `optimizers` and `problems` and walks their
-modules (`load_all`), so it never names a specific optimizer.
+Optimizer and problem modules register themselves when imported. The engine
+holds no import statement of them: `load_all` imports, by name, every module
+of the packages in PLUGIN_PACKAGES (the floors above it), so it never names a
+specific optimizer and the import contract (tests/test_layers.py) holds.
 
 A variant is configuration, not a subclass: `register_variant("genome+",
 of="genome", succession=True, ...)` registers the same class under a new
@@ -84,6 +85,9 @@ class Entry:
         return self.factory(problem, hparams, seed, kind=kind, budget=budget)
 
 
+# Whose modules register optimizers and problems, imported by name on the first lookup.
+PLUGIN_PACKAGES = ("optimizers", "problems")
+
 OPTIMIZERS: dict[str, Entry] = {}
 PROBLEMS: dict[str, Entry] = {}
 _loaded = False
@@ -144,16 +148,22 @@ def register_problem(name: str, factory, *, description: str, family: str = "", 
     PROBLEMS[name] = Entry(name, factory, _check_kinds(name, factory.KINDS), description, presets, family)
 
 
+def import_modules(pkg_name: str) -> None:
+    """Import every public module (name not starting with _) of the package `pkg_name`,
+    in name order: how a floor above the engine registers what it defines."""
+    pkg = importlib.import_module(pkg_name)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg_name}.{info.name}")
+
+
 def load_all() -> None:
-    """Import every module of the optimizers and problems packages (registers them)."""
+    """Import every module of the PLUGIN_PACKAGES (registers them)."""
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("optimizers", "problems"):
-        pkg = importlib.import_module(pkg_name)
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{info.name}")
+    for pkg_name in PLUGIN_PACKAGES:
+        import_modules(pkg_name)
     _loaded = True
 
 

@@ -19,7 +19,7 @@ problem.keep_count() entries of the prunable tensors (the global budget).
   macro-F1 of the compensated masked net, the default) or `synflow`
   (-log R of the compensated masked net, data free).
 
-SynFlow itself (R and the scores) lives in harness/synflow.py, shared with the
+SynFlow itself (R and the scores) lives in problems/synflow.py, shared with the
 digits-hpo problems' data-free objective.
 
 The ReLU MLPs of this harness are chains of Linear layers, so R is computed
@@ -39,7 +39,7 @@ from harness.params import Param
 from harness.problem import Pruned
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from harness.synflow import synflow_R, synflow_scores
+from problems.synflow import synflow_R, synflow_scores
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:

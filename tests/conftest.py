@@ -153,7 +153,7 @@ class InProcessExecutor(LocalExecutor):
         import contextlib
         import io
 
-        from harness.cli import main
+        from cli import main
 
         argv = cmd[cmd.index("harness") + 1:]
         self.launched.append(argv)

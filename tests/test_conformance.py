@@ -15,7 +15,7 @@ import torch
 
 from conftest import load_jsonl, only_run_dir, without_time
 from harness import planner, registry, runner
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.faults import FaultHooks
 from harness.params import Param
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness import cli, registry
+import cli
+from harness import registry
 
 
 def describe(capsys, *args):

@@ -174,7 +174,7 @@ def test_batched_es_memory_is_planned_and_refused_when_it_does_not_fit():
 
 
 def test_batched_es_that_does_not_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
-    from harness.cli import main as cli_main
+    from cli import main as cli_main
 
     # qwen3-0.5b on cpu: es in place plans 5.3 GiB, 8 members per forward 41 GiB (8 fp32 weight copies)
     monkeypatch.setenv("HARNESS_TEST_AVAILABLE_BYTES", str(22 * 2**30))

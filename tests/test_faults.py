@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, load_jsonl, only_run_dir, run_cli, without_time
 from harness import executor, experiments, runner, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.progress import Progress
 from harness.spec import Prepared, RunSpec
 

@@ -1,4 +1,4 @@
-"""`reproduce NAME [ARGS]`: a registered experiment (harness/reproductions/NAME.py).
+"""`reproduce NAME [ARGS]`: a registered experiment (studies/reproductions/NAME.py).
 
 Each experiment yields run items that the one executor runs (one process per
 run, resumable, --jobs at a time, each run's own peak memory), then renders
@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     import sys
 
     from harness import experiments
-    from harness.commands._common import add_batch_arguments
+    from cli.commands._common import add_batch_arguments
 
     experiments.load_all()
     sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME",
@@ -36,7 +36,7 @@ def _raw():
 
 def main(args) -> int:
     from harness import executor, experiments
-    from harness.commands._common import check_batch_args, execute_batch, interrupted_exit
+    from cli.commands._common import check_batch_args, execute_batch, interrupted_exit
 
     exp = experiments.experiment(args.experiment)
     check_batch_args(args)

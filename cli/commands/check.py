@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
                    help="store the results of these runs as the new expected values")
     p.add_argument("--runs-dir", help="keep the runs here (re-running skips finished ones); "
                                       "default: a temporary directory, removed afterwards")
-    p.add_argument("--reference", help="reference file (default harness/expected/reference.json)")
+    p.add_argument("--reference", help="reference file (default studies/expected/reference.json)")
 
 
 def main(args) -> int:
@@ -21,7 +21,8 @@ def main(args) -> int:
     import time
     from pathlib import Path
 
-    from harness import regression, store
+    from harness import store
+    from studies import regression
     from harness.errors import UsageError
 
     if args.jobs < 1:

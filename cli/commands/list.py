@@ -28,7 +28,7 @@ def _natural(name: str):
 
 def main(args) -> int:
     from harness import registry
-    from harness.commands._common import text_table as _table
+    from cli.commands._common import text_table as _table
 
     registry.load_all()
     if args.what in (None, "optimizers"):

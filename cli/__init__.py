@@ -1,4 +1,4 @@
-"""`python -m harness VERB ...`: each verb is a module in harness/commands/.
+"""`python -m harness VERB ...`: each verb is a module in cli/commands/.
 
 A command module defines NAME, HELP, add_arguments(parser) and main(args)
 returning an exit code. HarnessError subclasses become one line on stderr
@@ -21,14 +21,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import harness.commands as commands
+    import cli.commands as commands
 
     parser = _Parser(prog="python -m harness", description="Optimizer benchmarking harness")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"harness.commands.{info.name}")
+        mod = importlib.import_module(f"cli.commands.{info.name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.commands._common import add_batch_arguments, add_budget_arguments, add_set_argument
+from cli.commands._common import add_batch_arguments, add_budget_arguments, add_set_argument
 
 NAME = "tune"
 HELP = ("tune every optimizer with the same number of trials and budget per trial (Halton or TPE), "
@@ -38,8 +38,9 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from harness import cluster, tuning
-    from harness.commands._common import budget_from_args, check_batch_args, interrupted_exit
+    from harness import cluster
+    from studies import tuning
+    from cli.commands._common import budget_from_args, check_batch_args, interrupted_exit
     from harness.errors import UsageError
     from harness.executor import state_of
     from harness.params import parse_seed, parse_seeds, parse_set_args

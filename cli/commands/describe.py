@@ -38,7 +38,7 @@ def optimizer_info(entry) -> dict:
 
 def _tuning_space(entry, base) -> dict | None:
     """The optimizer's default tuning space for `tune` (optimizers/tuning/), if it has one."""
-    from harness import tuning_space
+    from studies import tuning_space
     from harness.errors import UsageError
 
     try:
@@ -78,8 +78,8 @@ def _range(h: dict) -> str:
 
 
 def render(info: dict) -> str:
-    from harness.commands._common import text_table
-    from harness.commands.list import _fmt_count
+    from cli.commands._common import text_table
+    from cli.commands.list import _fmt_count
 
     head = f"{info['type']} {info['name']}"
     if info.get("variant_of"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands._common import (
+from cli.commands._common import (
     add_budget_arguments, add_device_argument, add_log_argument, add_set_argument, budget_from_args,
 )
 

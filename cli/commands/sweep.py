@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.commands._common import (
+from cli.commands._common import (
     add_batch_arguments, add_budget_arguments, add_log_argument, add_set_argument,
 )
 
@@ -41,7 +41,7 @@ def main(args) -> int:
     from pathlib import Path
 
     from harness import executor, experiments, registry, tracking
-    from harness.commands._common import (
+    from cli.commands._common import (
         budget_from_args, check_batch_args, execute_batch, interrupted_exit,
     )
     from harness.errors import UsageError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness.commands._common import add_batch_arguments, add_set_argument
+from cli.commands._common import add_batch_arguments, add_set_argument
 
 NAME = "plan"
 HELP = "predict the peak memory of a run (nothing is allocated), or the es/mezo/adam table"
@@ -64,8 +64,8 @@ def _measure(args, optimizers, overrides, device: str):
     """Execute the measured runs of the table (the one executor); None if none ran."""
     import torch
 
-    from harness import memory_table
-    from harness.commands._common import check_batch_args, execute_batch
+    from studies import memory_table
+    from cli.commands._common import check_batch_args, execute_batch
     from harness.errors import UsageError
 
     check_batch_args(args)
@@ -90,7 +90,7 @@ def main(args) -> int:
 
     overrides = parse_set_args(args.set)
     if args.table:
-        from harness import memory_table
+        from studies import memory_table
 
         optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
         device = _default_device(args, True)

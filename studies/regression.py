@@ -1,6 +1,6 @@
 """The CI quality check: reference runs against stored expectations.
 
-harness/expected/reference.json lists entries (optimizer, problem, seeds,
+studies/expected/reference.json lists entries (optimizer, problem, seeds,
 budget, --set values) and, per entry, the expected mean of each checked
 quantity with a bound derived from the seed spread:
 

@@ -3,7 +3,7 @@ every optimizer, the best configuration chosen on validation and rerun on fresh 
 
 The protocol is AlgoPerf's external tuning ruleset (Dahl et al. 2023, "Benchmarking
 Neural Network Training Algorithms", section 4): a search space per submission
-(harness.tuning_space), M studies of K trials, quasi-random points, the
+(studies.tuning_space), M studies of K trials, quasi-random points, the
 best trial chosen on the validation metric. Here:
 
 - study m runs every trial on tuning seed seeds[m];
@@ -34,15 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from harness import executor as executor_mod
-from harness import experiments, registry, store, tuning_space
+from harness import experiments, registry, store
 from harness.errors import UsageError
 from harness.experiments import RunItem
 from harness.params import route_sets, unused_sets
 from harness.seeding import derive_seed
+from harness.store import read_result
+from studies import tuning_space
 
 SAMPLERS = ("halton", "tpe")
 FRESH_DEFAULT = 3
-COST_KEYS = ("evals", "forwards", "tokens", "flops", "optimizer_time_s", "wall_clock_s")
 
 
 @dataclass
@@ -181,34 +182,6 @@ def _corner_trials(plan: Plan) -> list[Trial]:
 
 
 # -- results ------------------------------------------------------------------------
-
-def read_result(run_dir: Path, validation_key: str | None) -> dict:
-    """status, validation (NaN unless ok and finite), metric (the problem's, final) and the
-    cost totals of one stored run."""
-    summary_path = Path(run_dir) / "summary.json"
-    s = store.read_json(summary_path) if summary_path.exists() else {}
-    out = {"status": s.get("status", "missing"), "metric": _finite(s.get("final_metric"))}
-    for key in COST_KEYS:
-        out[key] = _finite(s.get(key))
-    if validation_key is None:
-        out["validation"] = out["metric"]
-    else:
-        metrics = Path(run_dir) / "metrics.jsonl"
-        records = store.read_metrics(metrics) if metrics.exists() else []
-        values = [r[validation_key] for r in records if validation_key in r]
-        out["validation"] = _finite(values[-1]) if values else math.nan
-    if out["status"] != "ok":
-        out["validation"] = math.nan
-    return out
-
-
-def _finite(value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
-
 
 def best_trial(plan: Plan, trials: list[Trial], results: dict[str, dict]) -> Trial | None:
     """The trial with the best validation value over all studies (first on ties); None
