@@ -46,6 +46,10 @@ class Optimizer:
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper or library this adapter implements (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # --set values that keep one step of the registry-wide conformance test (tests/) to a
+    # fraction of a second on the smallest problem of each kind: population sizes and
+    # budgets, nothing that changes what the adapter is. {}: its defaults are small enough.
+    SMOKE_SETTINGS: dict[str, Any] = {}
 
     def __init__(self, problem, hparams: dict[str, Any], seed: int, *, kind: str,
                  budget: "Budget | None" = None):

@@ -193,6 +193,7 @@ class Eggroll(Optimizer):
     REFERENCE = ("EGGROLL: Sarkar et al. 2025, Evolution Strategies at the Hyperscale "
                  "(code: ESHyperscale/HyperscaleES)")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced (as es)
+    SMOKE_SETTINGS = {"population": 4}
     PARAMS = {
         **POPULATION_PARAMS,
         "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),

@@ -84,6 +84,7 @@ class ES(Optimizer):
     REFERENCE = ("EA4LLM (the seed paper's ES for LLM pretraining); Salimans et al., Evolution Strategies as a "
                  "Scalable Alternative to Reinforcement Learning, arXiv:1703.03864")
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
+    SMOKE_SETTINGS = {"population": 4}
     PARAMS = {
         **POPULATION_PARAMS,
         "members_per_forward": Param(1, int, "members scored per batched forward (torch.func vmap "

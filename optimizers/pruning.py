@@ -186,6 +186,7 @@ class Magnitude(_OneShot):
 class SynFlow(_OneShot):
     REFERENCE = ("SynFlow: Tanaka et al., Pruning neural networks without any data by iteratively conserving "
                  "synaptic flow (NeurIPS 2020), arXiv:2006.05467")
+    SMOKE_SETTINGS = {"iterations": 3}
     PARAMS = {"iterations": Param(100, int, "pruning iterations of the exponential schedule", low=1)}
 
     def masks(self, weights, keep):
@@ -201,6 +202,7 @@ def _pycma_seed(seed: int) -> int:
 class SynFlowCMA(Optimizer):
     REFERENCE = ("seed paper 003 (CMA-ES over layer-wise sparsity with SynFlow masks and energy compensation); "
                  "SynFlow: arXiv:2006.05467; library: pycma")
+    SMOKE_SETTINGS = {"popsize": 4, "iterations": 3}
     PARAMS = {
         "fitness": Param("val-f1", str, "what CMA-ES minimises: 1 - validation F1 or -log SynFlow R",
                          choices=("val-f1", "synflow")),

@@ -65,6 +65,7 @@ from optimizers.pruning import energy_scales, split_global, top_k_mask
 class SoftMask(Optimizer):
     REFERENCE = ("seed paper 003's SoftMask baseline, as Continuous Sparsification: Savarese, Silva & Maire, "
                  "NeurIPS 2020, arXiv:1912.04427 (weights frozen, global top-k for the exact budget)")
+    SMOKE_SETTINGS = {"steps": 3}
     PARAMS = {
         "steps": Param(400, int, "AdamW steps on the mask logits (the horizon of the beta schedule)", low=1),
         "lr": Param(0.05, float, "AdamW learning rate of the logits", low=0.0),
