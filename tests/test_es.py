@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from optimizers._perturb import Perturber, tensor_noise
-from optimizers.es import shape_fitness
+from optimizers.population import shape_fitness
 from conftest import build_optimizer, load_jsonl, make_problem, only_run_dir, run_inprocess, without_time
 
 
