@@ -46,6 +46,10 @@ class Optimizer:
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper or library this adapter implements (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # Defaults it recommends per problem family, over its own, e.g. {"qwen3": {"lr": 3e-3}}:
+    # applied before --set (a variant's own presets win), recorded in config.json like every
+    # other default. Data keyed by problem, kept here so that a problem names no optimizer.
+    PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {}
     # --set values that keep one step of the registry-wide conformance test (tests/) to a
     # fraction of a second on the smallest problem of each kind: population sizes and
     # budgets, nothing that changes what the adapter is. {}: its defaults are small enough.

@@ -188,6 +188,7 @@ class Eggroll(PopulationES):
     REFERENCE = ("EGGROLL: Sarkar et al. 2025, Evolution Strategies at the Hyperscale "
                  "(code: ESHyperscale/HyperscaleES)")
     SEED_LABEL = "eggroll"
+    PROBLEM_DEFAULTS = {"qwen3": {"alpha": 8e-2}}   # a 4-point screen on seed 7 (docs/qwen3_and_es.md, eggroll)
     PARAMS = {
         "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),
         "members_per_forward": Param(None, int, "members stacked in one forward (default: all); "

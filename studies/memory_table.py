@@ -14,7 +14,8 @@ from pathlib import Path
 from harness import registry, store
 from harness.registry import select_problems
 from harness.errors import UsageError
-from harness.params import route_sets, unused_sets
+from harness.pair import resolve_pair
+from harness.params import unused_sets
 from reports import memory_table as memory_report
 
 POPULATION_KEYS = ("population", "popsize", "pop_size")
@@ -23,9 +24,9 @@ POPULATION_KEYS = ("population", "popsize", "pop_size")
 def _pair_sets(opt: str, prob: str, overrides: dict, population: int | None) -> dict:
     """The --set items that apply to this pair (harness.params.route_sets), plus the
     population where the optimizer has one and the user did not set it."""
-    opt_entry, prob_entry = registry.optimizer(opt), registry.problem(prob)
-    opt_schema = opt_entry.schema_for(prob_entry.factory)
-    routed = route_sets(overrides, opt_schema, prob_entry.schema()[0], opt, prob, partial=True)
+    pair = resolve_pair(opt, prob)
+    opt_schema = pair.optimizer_schema
+    routed = pair.route(overrides, partial=True)
     out = dict(routed.used)
     if population:
         for key in POPULATION_KEYS:

@@ -37,7 +37,8 @@ from harness import executor as executor_mod
 from harness import experiments, registry, store
 from harness.errors import UsageError
 from harness.experiments import RunItem
-from harness.params import route_sets, unused_sets
+from harness.pair import resolve_pair
+from harness.params import unused_sets
 from harness.seeding import derive_seed
 from harness.store import read_result
 from studies import tuning_space
@@ -114,15 +115,14 @@ def prepare(req: Request, device: str = "auto") -> Plan:
     prob = registry.problem(req.problem)
     opts = [registry.optimizer(o) for o in dict.fromkeys(req.optimizers)]
     req.optimizers = [o.name for o in opts]
-    for opt in opts:
-        registry.check_compatible(opt, prob)
-    schemas = {o.name: o.schema_for(prob.factory) for o in opts}
+    pairs = {o.name: resolve_pair(o, prob) for o in opts}
+    schemas = {name: pair.optimizer_schema for name, pair in pairs.items()}
     tuning_space.check_overrides_used(req.space, schemas)
     spaces, base_sets, used = {}, {}, set()
     for opt in opts:
         spaces[opt.name] = tuning_space.load(opt.name, prob.family, registry.base_optimizer(opt), schemas[opt.name],
                                              req.space, tuple(req.optimizers))
-        routed = route_sets(req.sets, schemas[opt.name], prob.schema()[0], opt.name, prob.name, partial=True)
+        routed = pairs[opt.name].route(req.sets, partial=True)
         tuned = sorted(set(routed.optimizer) & {d.key for d in spaces[opt.name].dims})
         if tuned:
             raise UsageError(f"--set {tuned[0]}: {opt.name} tunes it (its tuning space has it); "

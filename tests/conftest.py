@@ -74,7 +74,7 @@ def make_problem(name="qwen3-tiny", seed=0, **overrides):
 
 
 def build_optimizer(name: str, problem, seed: int = 0, **hp):
-    """A registered optimizer on a built problem, set up (Entry.build, as a run does)."""
+    """A registered optimizer on a built problem, set up (OptimizerEntry.build: resolved as a run resolves it)."""
     from harness import registry
 
     opt = registry.optimizer(name).build(problem, seed, **{k: str(v) for k, v in hp.items()})
@@ -269,7 +269,7 @@ def check_bad_value_is_exit_2(name: str, kind: str, key: str, value: str, tmp_pa
 def check_defaults_round_trip(name: str) -> None:
     from harness import registry
 
-    for key, param in registry.optimizer(name).schema()[0].items():
+    for key, param in registry.optimizer(name).schema().items():
         if param.default is None:
             assert param.optional, key
             assert param.parse(key, "none") is None
@@ -284,7 +284,7 @@ def check_memory_model(name: str, kind: str) -> None:
 
     entry = registry.optimizer(name)
     problem, _ = SMALLEST[kind]
-    hp = {k: p.default for k, p in entry.schema()[0].items()}
+    hp = {k: p.default for k, p in entry.schema().items()}
     for facts in (planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000,
                                      trainable_bytes=4000, largest_tensor_bytes=2000),
                   planner.ModelFacts()):

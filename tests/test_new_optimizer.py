@@ -71,7 +71,7 @@ def test_it_passes_conformance(new_optimizer, tmp_path, monkeypatch, capsys):
     check_steps_kill_and_resume(NAME, "weights", tmp_path / "run", monkeypatch)
     check_defaults_round_trip(NAME)
     check_memory_model(NAME, "weights")
-    for key, param in registry.optimizer(NAME).schema()[0].items():
+    for key, param in registry.optimizer(NAME).schema().items():
         for value in bad_values(param):
             check_bad_value_is_exit_2(NAME, "weights", key, value, tmp_path / f"bad-{key}-{value}", capsys)
 
@@ -99,7 +99,7 @@ def test_it_steps_what_torch_sgd_steps(new_optimizer, one_thread):
 
 def test_its_memory_is_weights_gradients_and_its_declared_states(new_optimizer):
     facts = planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000, trainable_bytes=4000)
-    hp = {k: p.default for k, p in registry.optimizer(NAME).schema()[0].items()}
+    hp = {k: p.default for k, p in registry.optimizer(NAME).schema().items()}
     parts = new_optimizer.SGDMomentum.memory_model(hp, facts)
     assert parts["gradients"] == 4000 and parts["optimizer_states"] == 4000
     assert new_optimizer.SGDMomentum.memory_model({**hp, "momentum": 0.0}, facts)["optimizer_states"] == 0

@@ -161,7 +161,7 @@ def test_every_shipped_space_validates_against_its_optimizers_params():
     assert {"es.json", "mezo.json", "adam.json", "cma.json", "eggroll.json"} <= {p.name for p in files}
     for path in files:
         name, _, family = path.stem.partition(".")
-        space = tuning_space.load(name, family, None, registry.optimizer(name).schema()[0])
+        space = tuning_space.load(name, family, None, registry.optimizer(name).schema())
         assert space.varying and str(path.name) in " ".join(space.sources)
 
 
@@ -171,7 +171,7 @@ def test_family_files_and_command_line_override_the_default_space(tmp_path):
     from harness import registry
     from studies import tuning_space
 
-    schema = registry.optimizer("cma").schema()[0]
+    schema = registry.optimizer("cma").schema()
     general = tuning_space.load("cma", "functions", None, schema).to_json()
     on_qwen3 = tuning_space.load("cma", "qwen3", None, schema).to_json()
     assert general["sigma0"]["min"] == 0.05 and on_qwen3["sigma0"] == {"min": 1e-3, "max": 0.1, "scaling": "log"}

@@ -1,8 +1,8 @@
 """`describe NAME [--json]`: what one optimizer or problem is and every --set it takes.
 
 Defaults are the name's own (a variant's or a problem size's presets applied, as
-`Entry.schema()` gives them); a problem's parameter count is counted without
-allocating anything (`param_count()` of `Entry.create()`, as `list` does).
+`OptimizerEntry.schema()` and `ProblemEntry.schema()` give them); a problem's parameter count is counted without
+allocating anything (`param_count()` of `ProblemEntry.create()`, as `list` does).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def optimizer_info(entry) -> dict:
     return {"type": "optimizer", "name": entry.name, "kinds": list(entry.kinds),
             "description": entry.description, "reference": cls.REFERENCE,
             "variant_of": base if entry.presets else None,
-            "distributed": cls.DISTRIBUTED, "hyperparameters": _params(entry.schema()[0]),
+            "distributed": cls.DISTRIBUTED, "problem_defaults": cls.PROBLEM_DEFAULTS,
+            "hyperparameters": _params(entry.schema()),
             "tuning_space": _tuning_space(entry, base)}
 
 
@@ -42,7 +43,7 @@ def _tuning_space(entry, base) -> dict | None:
     from harness.errors import UsageError
 
     try:
-        space = tuning_space.load(entry.name, "", base, entry.schema()[0])
+        space = tuning_space.load(entry.name, "", base, entry.schema())
     except UsageError:
         return None
     families = sorted({p.stem.split(".", 1)[1] for n in (entry.name, base) if n
@@ -63,8 +64,11 @@ def problem_info(entry) -> dict:
             "param_count": problem.param_count(),
             "search_dims": len(problem.space) if isinstance(problem, SearchSpaceProblem) else None,
             "metric": {"name": cls.METRIC, "higher_is_better": cls.METRIC_HIGHER_IS_BETTER},
-            "eval_every": cls.EVAL_EVERY, "optimizer_defaults": cls.OPTIMIZER_DEFAULTS,
-            "optimizers": runs_with, "hyperparameters": _params(entry.schema()[0])}
+            "eval_every": cls.EVAL_EVERY,
+            "optimizer_defaults": {e.name: e.factory.PROBLEM_DEFAULTS[entry.family]
+                                   for e in registry.OPTIMIZERS.values()
+                                   if entry.family in e.factory.PROBLEM_DEFAULTS and not e.presets},
+            "optimizers": runs_with, "hyperparameters": _params(entry.schema())}
 
 
 def _range(h: dict) -> str:
@@ -94,6 +98,8 @@ def render(info: dict) -> str:
                              f"{k} [{v['min']:g}, {v['max']:g}] {v['scaling']}" for k, v in t["space"].items())
             more = f" (other space on: {', '.join(t['family_overrides'])})" if t["family_overrides"] else ""
             fields.append(("tuning space", f"{dims}{more}; `tune`, {', '.join(t['files'])}"))
+        for family, hp in sorted(info["problem_defaults"].items()):
+            fields.append((f"defaults on {family}", ", ".join(f"{k}={v!r}" for k, v in hp.items())))
     else:
         direction = "higher is better" if info["metric"]["higher_is_better"] else "lower is better"
         fields += [("family", info["family"]), ("parameters", _fmt_count(info["param_count"]))]

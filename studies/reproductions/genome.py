@@ -62,7 +62,7 @@ class GenomeReproduction(Experiment):
                     steps = 1
                     overrides = {**extra, **{f"optimizer.{k}": v for k, v in sets.items()}}
                     if opt.startswith("genome"):
-                        steps = args.iterations or registry.optimizer(opt).schema()[0]["iterations"].default
+                        steps = args.iterations or registry.optimizer(opt).schema()["iterations"].default
                         overrides["optimizer.iterations"] = steps
                     # evaluate once at the end, no checkpoints: each run takes seconds
                     out.append((task, label, item(opt, f"lora-{task}", seed, {"steps": steps}, overrides,

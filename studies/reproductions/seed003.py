@@ -78,6 +78,7 @@ def _names(text: str) -> list[str]:
 def check(options: dict) -> None:
     """Every name resolves and every pair is compatible before any run starts."""
     from harness import registry
+    from harness.pair import resolve_pair
 
     sparsities = _names(options["sparsities"])
     for s in sparsities:
@@ -85,7 +86,7 @@ def check(options: dict) -> None:
     pairs = [(o, f"digits-prune-{sparsities[0]}") for o in _names(options["prune_optimizers"]) if sparsities]
     pairs += [(o, p) for o in _names(options["hpo_optimizers"]) for p in _names(options["hpo_problems"])]
     for o, p in pairs:
-        registry.check_compatible(registry.optimizer(o), registry.problem(p))
+        resolve_pair(o, p)
     for p in _names(options["hpo_problems"]):
         if "search-space" not in registry.problem(p).kinds:
             raise UsageError(f"--set hpo_problems: {p!r} is not a search-space problem")
@@ -96,7 +97,7 @@ def check(options: dict) -> None:
         prob = registry.problem(options["objective_problem"])
         if prob.family != "digits-hpo":
             raise UsageError(f"--set objective_problem: {prob.name!r} is not a digits-hpo problem")
-        registry.check_compatible(registry.optimizer(options["objective_optimizer"]), prob)
+        resolve_pair(options["objective_optimizer"], prob)
         for o in _names(options["objectives"]):
             if o not in OBJECTIVES:
                 raise UsageError(f"--set objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
