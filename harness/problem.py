@@ -36,6 +36,10 @@ class Problem:
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper, data set or library this problem follows (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # --set values that keep a conformance test (tests/) of this problem, and of every
+    # optimizer on it, to seconds: smaller training budgets, a tiny offline world. {}: its
+    # defaults are small enough.
+    SMOKE_SETTINGS: dict[str, Any] = {}
     # Hyperparameters that pick one trial of the same problem (bbob: the COCO instance):
     # reports pool runs that differ only in these, as they pool seeds.
     TRIAL_PARAMS: tuple[str, ...] = ()

@@ -102,6 +102,7 @@ def synflow_score(layers: list[dict], seed: int) -> float:
 
 class DigitsHPO(SearchSpaceProblem):
     REFERENCE = "seed paper 003's HPO setting on scikit-learn's digits data (sklearn.datasets.load_digits)"
+    SMOKE_SETTINGS = {"train_steps": 5}
     PARAMS = {
         "train_steps": Param(100, int, "AdamW steps per configuration (the fixed training budget)", low=1),
         "split_seed": Param(0, int, "seed of the fixed train/val/test split"),

@@ -79,6 +79,7 @@ def cached_dense(hidden: int, depth: int, split_seed: int, seed: int, steps: int
 class DigitsPrune(PruningProblem):
     REFERENCE = ("seed paper 003's pruning setting on scikit-learn's digits data; unstructured pruning at a "
                  "global sparsity as in Tanaka et al. 2020")
+    SMOKE_SETTINGS = {"hidden": 32, "train_steps": 30}
     PARAMS = {
         # 64-256-256-10: wide enough that <= 70% sparsity costs almost nothing (measured)
         "hidden": Param(256, int, "width of each hidden layer", low=1),

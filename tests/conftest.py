@@ -170,23 +170,16 @@ class InProcessExecutor(LocalExecutor):
 # -- the optimizer contract, checked on any registered optimizer (tests/test_conformance.py
 # drives it over the whole registry; tests/test_new_optimizer.py over one defined there) --
 
-# The smallest problem of each kind, with settings that keep a step to a fraction of a second.
-LORA_TINY = {"world_experts": 3, "world_expert_steps": 3, "world_pretrain_steps": 3, "world_hidden": 32,
-             "world_layers": 1, "n_val": 20, "n_test": 20, "samples": 8}
-SMALLEST = {
-    "search-space": ("bbob-f1-d2", {}),
-    "weights": ("digits-mlp", {}),
-    "pruning": ("digits-prune-90", {"hidden": 32, "train_steps": 30}),
-    "experts": ("lora-count", LORA_TINY),
-}
+# One small problem of each kind (the engine's kinds), run with its SMOKE_SETTINGS.
+SMALLEST = {"search-space": "bbob-f1-d2", "weights": "digits-mlp", "pruning": "digits-prune-90",
+            "experts": "lora-count"}
 
 
 def conformance_sets(name: str, kind: str) -> dict:
-    """--set values of a conformance run: the smallest problem's, then the optimizer's own
-    SMOKE_SETTINGS."""
+    """--set values of a conformance run: the problem's SMOKE_SETTINGS, then the optimizer's."""
     from harness import registry
 
-    _, problem_sets = SMALLEST[kind]
+    problem_sets = registry.problem(SMALLEST[kind]).factory.SMOKE_SETTINGS
     sets = {f"problem.{k}": str(v) for k, v in problem_sets.items()}
     sets.update({f"optimizer.{k}": str(v) for k, v in registry.optimizer(name).factory.SMOKE_SETTINGS.items()})
     return sets
@@ -200,7 +193,7 @@ def _conformance_run(tmp_path, name, kind, steps=3):
     from harness import runner
 
     torch.set_num_threads(1)
-    spec = runner.RunSpec(name, SMALLEST[kind][0], seed=1, budget=runner.Budget(steps=steps),
+    spec = runner.RunSpec(name, SMALLEST[kind], seed=1, budget=runner.Budget(steps=steps),
                           overrides=conformance_sets(name, kind), eval_every=1, checkpoint_every=1,
                           runs_dir=str(tmp_path))
     return runner.run(spec, progress=False)
@@ -258,7 +251,7 @@ def check_bad_value_is_exit_2(name: str, kind: str, key: str, value: str, tmp_pa
     """--set optimizer.KEY=VALUE of a bad value: exit 2, one line naming KEY, nothing written."""
     from cli import main
 
-    problem, _ = SMALLEST[kind]
+    problem = SMALLEST[kind]
     code = main(["run", "--optimizer", name, "--problem", problem, "--steps", "1",
                  "--set", f"optimizer.{key}={value}", "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -283,7 +276,7 @@ def check_memory_model(name: str, kind: str) -> None:
     from harness import planner, registry
 
     entry = registry.optimizer(name)
-    problem, _ = SMALLEST[kind]
+    problem = SMALLEST[kind]
     hp = {k: p.default for k, p in entry.schema().items()}
     for facts in (planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000,
                                      trainable_bytes=4000, largest_tensor_bytes=2000),
