@@ -50,6 +50,13 @@ class Optimizer:
     # applied before --set (a variant's own presets win), recorded in config.json like every
     # other default. Data keyed by problem, kept here so that a problem names no optimizer.
     PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {}
+    # The hyperparameter that sets its population size, in its own library's spelling
+    # (population, popsize); None: it has none. Tables that compare at one population
+    # (the memory table) set it through this name.
+    POPULATION_PARAM: str | None = None
+    # True when it trains by backpropagation (it holds gradients): the reference against
+    # which the memory table states the other optimizers' savings.
+    BACKPROP: bool = False
     # --set values that keep one step of the registry-wide conformance test (tests/) to a
     # fraction of a second on the smallest problem of each kind: population sizes and
     # budgets, nothing that changes what the adapter is. {}: its defaults are small enough.

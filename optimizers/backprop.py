@@ -55,6 +55,7 @@ from harness.params import Param
 
 class Backprop(Optimizer):
     DISTRIBUTED = True   # torchrun: DistributedDataParallel over slices of each batch
+    BACKPROP = True
     SHARD_SETTINGS = {"shard": "fsdp"}   # or FSDP2: weights, gradients, states split over ranks
     # Numbers of optimizer state per trained parameter, each in the dtype the optimizer steps
     # (fp32 with fp32_master, else the weights'): AdamW 2 (two moments), momentum SGD 1.

@@ -56,6 +56,7 @@ def member_seed(seed: int, label: str, step: int, j: int, antithetic: bool) -> t
 class PopulationES(Optimizer):
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
     SMOKE_SETTINGS = {"population": 4}
+    POPULATION_PARAM = "population"
     # The label of the members' seeds (derive_seed(run seed, label, k, j)): two family
     # members draw unrelated noise from one run seed.
     SEED_LABEL = ""

@@ -203,6 +203,7 @@ class SynFlowCMA(Optimizer):
     REFERENCE = ("seed paper 003 (CMA-ES over layer-wise sparsity with SynFlow masks and energy compensation); "
                  "SynFlow: arXiv:2006.05467; library: pycma")
     SMOKE_SETTINGS = {"popsize": 4, "iterations": 3}
+    POPULATION_PARAM = "popsize"
     PARAMS = {
         "fitness": Param("val-f1", str, "what CMA-ES minimises: 1 - validation F1 or -log SynFlow R",
                          choices=("val-f1", "synflow")),

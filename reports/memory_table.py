@@ -10,11 +10,12 @@ import pandas as pd
 GiB = 2**30
 
 
-def write(rows, optimizers, measured, device, overrides, population, out: Path) -> tuple[str, list[str]]:
+def write(rows, optimizers, ratios, measured, device, overrides, population, out: Path) -> tuple[str, list[str]]:
     """memory_table.md, memory_table.csv, memory.png (and memory_measured.csv when runs were
-    measured) in `out`; returns the Markdown and the files written."""
+    measured) in `out`; `ratios` [(a, b)]: the columns a/b (row key a_over_b). Returns the
+    Markdown and the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown = _markdown(rows, optimizers, measured, device, overrides, population)
+    markdown = _markdown(rows, optimizers, ratios, measured, device, overrides, population)
     (out / "memory_table.md").write_text(markdown + "\n")
     flat = pd.DataFrame([{k: v for k, v in r.items() if not k.endswith(("_breakdown", "_settings"))}
                          for r in rows])
@@ -32,14 +33,11 @@ def _gib(n) -> str:
     return "-" if n is None else f"{n / GiB:.2f}"
 
 
-def _markdown(rows, optimizers, measured, device, overrides, population) -> str:
+def _markdown(rows, optimizers, ratios, measured, device, overrides, population) -> str:
     what = ("torch.cuda.max_memory_allocated: tensors only" if device == "cuda"
             else "peak RSS of the run's process, framework included")
     head = ["problem", "parameters", "micro-batch"] + [f"{o} (GiB)" for o in optimizers]
-    if "es" in optimizers and "adam" in optimizers:
-        head.append("adam/es")
-    if "mezo" in optimizers and "adam" in optimizers:
-        head.append("adam/mezo")
+    head += [f"{a}/{b}" for a, b in ratios]
     lines = [f"Predicted peak memory on {device} ({what}); population {population}"
              + (", " + ", ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
              + "; problem defaults otherwise.", "",
@@ -50,10 +48,7 @@ def _markdown(rows, optimizers, measured, device, overrides, population) -> str:
         shape += f", {r['weight_dtype_bytes']}-byte weights"
         cells = [r["problem"], f"{r['params'] / 1e9:.2f}B" if r["params"] >= 1e8 else f"{r['params']:,}", shape]
         cells += [_gib(r.get(f"{o}_bytes")) for o in optimizers]
-        if "adam_over_es" in r:
-            cells.append(f"{r['adam_over_es']:.2f}")
-        if "adam_over_mezo" in r:
-            cells.append(f"{r['adam_over_mezo']:.2f}")
+        cells += [f"{r[f'{a}_over_{b}']:.2f}" if f"{a}_over_{b}" in r else "-" for a, b in ratios]
         lines.append("| " + " | ".join(cells) + " |")
     if rows:
         lines += ["", "Settings per optimizer (first row): " + "; ".join(

@@ -18,21 +18,32 @@ from harness.pair import resolve_pair
 from harness.params import unused_sets
 from reports import memory_table as memory_report
 
-POPULATION_KEYS = ("population", "popsize", "pop_size")
+# The comparison of the EA4LLM paper's memory table, the default; "all" tables every
+# registered optimizer of weights problems that declares a memory model.
+EA4LLM_OPTIMIZERS = ("es", "mezo", "adam")
+
+
+def tabled_optimizers(spec: str | None) -> tuple[list[str], bool]:
+    """The optimizers of --optimizers (a comma-separated list, "all", or None for the
+    paper's) and whether one without a memory model is left out (all) or refused."""
+    if spec is None:
+        return list(EA4LLM_OPTIMIZERS), False
+    if spec.strip() == "all":
+        registry.load_all()
+        return [name for name, e in sorted(registry.OPTIMIZERS.items())
+                if "weights" in e.kinds and not e.presets], True
+    return [o.strip() for o in spec.split(",") if o.strip()], False
 
 
 def _pair_sets(opt: str, prob: str, overrides: dict, population: int | None) -> dict:
     """The --set items that apply to this pair (harness.params.route_sets), plus the
-    population where the optimizer has one and the user did not set it."""
+    population where the optimizer has one (its POPULATION_PARAM) and the user did not set it."""
     pair = resolve_pair(opt, prob)
-    opt_schema = pair.optimizer_schema
     routed = pair.route(overrides, partial=True)
     out = dict(routed.used)
-    if population:
-        for key in POPULATION_KEYS:
-            if key in opt_schema and key not in routed.optimizer:
-                out[f"optimizer.{key}"] = population
-                break
+    key = pair.optimizer.factory.POPULATION_PARAM
+    if population and key is not None and key not in routed.optimizer:
+        out[f"optimizer.{key}"] = population
     return out
 
 
@@ -88,7 +99,11 @@ def measured_runs(runs_dir, problems, optimizers, device: str) -> list[dict]:
 
 
 def build(optimizers: list[str], problems: str, device: str = "cuda", overrides: dict | None = None,
-          population: int | None = 30, out_dir="reports/memory", runs_dir="runs") -> dict:
+          population: int | None = 30, out_dir="reports/memory", runs_dir="runs",
+          skip_undeclared: bool = False) -> dict:
+    """The table: a plan of every optimizer on every problem; an optimizer without a memory
+    model is refused, or left out with skip_undeclared. Beside each backprop optimizer's
+    figure, its ratio to each other optimizer's (what the others save)."""
     from harness.planner import Plan, plan_run
     from harness.spec import Prepared, RunSpec
 
@@ -97,7 +112,7 @@ def build(optimizers: list[str], problems: str, device: str = "cuda", overrides:
     for name in optimizers:
         registry.optimizer(name)
     _check_overrides(optimizers, names, overrides)
-    rows = []
+    rows, undeclared = [], set()
     for prob in names:
         facts = None
         row: dict = {"problem": prob}
@@ -108,6 +123,9 @@ def build(optimizers: list[str], problems: str, device: str = "cuda", overrides:
                                facts=facts)
             facts = p.facts  # the model's facts do not depend on the optimizer
             if not p.declared:
+                if skip_undeclared:
+                    undeclared.add(opt)
+                    continue
                 raise UsageError(f"optimizer {opt!r} declares no memory model; it cannot be tabled")
             row["params"] = p.facts.param_count
             row["problem_settings"] = {k: prepared.prob_hp[k] for k in ("seq_len", "micro_batch", "dtype")
@@ -116,14 +134,17 @@ def build(optimizers: list[str], problems: str, device: str = "cuda", overrides:
             row[f"{opt}_bytes"] = p.peak_bytes
             row[f"{opt}_breakdown"] = p.breakdown
             row[f"{opt}_settings"] = {k.split(".")[-1]: v for k, v in sets.items()}
-        if "es_bytes" in row and "adam_bytes" in row:
-            row["adam_over_es"] = row["adam_bytes"] / row["es_bytes"]
-        if "mezo_bytes" in row and "adam_bytes" in row:
-            row["adam_over_mezo"] = row["adam_bytes"] / row["mezo_bytes"]
         rows.append(row)
+    optimizers = [o for o in optimizers if o not in undeclared]
+    backprop = [o for o in optimizers if registry.optimizer(o).factory.BACKPROP]
+    ratios = [(g, o) for g in backprop for o in optimizers if o not in backprop]
+    for row in rows:
+        for g, o in ratios:
+            if f"{g}_bytes" in row and f"{o}_bytes" in row:
+                row[f"{g}_over_{o}"] = row[f"{g}_bytes"] / row[f"{o}_bytes"]
     rows.sort(key=lambda r: r["params"])
     measured = measured_runs(runs_dir, names, optimizers, device) if runs_dir else []
 
-    markdown, files = memory_report.write(rows, optimizers, measured, device, overrides, population,
+    markdown, files = memory_report.write(rows, optimizers, ratios, measured, device, overrides, population,
                                           Path(out_dir))
     return {"rows": rows, "measured": measured, "markdown": markdown, "files": files}

@@ -27,8 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--table", action="store_true",
                    help="EA4LLM comparison: predicted peak of --optimizers on every --problems size "
                         "(Markdown + CSV + PNG under --out)")
-    p.add_argument("--optimizers", default="es,mezo,adam",
-                   help="--table: comma-separated optimizers (default es,mezo,adam)")
+    p.add_argument("--optimizers", default=None,
+                   help="--table: comma-separated optimizers, or all (every optimizer of weights problems "
+                        "that declares a memory model); default es,mezo,adam, the EA4LLM paper's")
     p.add_argument("--problems", default="qwen3-*",
                    help="--table: comma-separated problem names or one NAME-* prefix (default qwen3-*)")
     p.add_argument("--population", type=int, default=30,
@@ -92,13 +93,14 @@ def main(args) -> int:
     if args.table:
         from studies import memory_table
 
-        optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+        optimizers, skip_undeclared = memory_table.tabled_optimizers(args.optimizers)
         device = _default_device(args, True)
         if args.measure and _measure(args, optimizers, overrides, device) is None:
             return 0 if args.dry_run else 130
         result = memory_table.build(
             optimizers=optimizers, problems=args.problems, device=device, overrides=overrides,
-            population=args.population, out_dir=args.out, runs_dir=args.runs_dir)
+            population=args.population, out_dir=args.out, runs_dir=args.runs_dir,
+            skip_undeclared=skip_undeclared)
         if args.json:
             print(json.dumps(result["rows"], indent=1))
         else:
