@@ -161,7 +161,7 @@ class Prepared:
 
 
 # Below this many parameters a model's ops are too small for several threads to pay
-# off: on 2 cores the default threads made qwen3-tiny's main job 4x slower (issue 12).
+# off: on 2 cores the default threads made qwen3-tiny's main job 4x slower (measured).
 SMALL_MODEL_PARAMS = 20_000_000
 
 

@@ -78,7 +78,7 @@ class Plan:
     request: Request
     problem_cls: Any
     family: str
-    spaces: dict[str, tuning_space.Space]
+    spaces: dict[str, tuning_space.TuningSpace]
     schemas: dict
     base_sets: dict[str, dict]  # optimizer -> the user's --set values routed to it (and the problem)
 
@@ -144,7 +144,7 @@ def _item(plan: Plan, opt: str, seed: int, hparams: dict) -> RunItem:
                             checkpoint_every=req.checkpoint_every)
 
 
-def _fixed(space: tuning_space.Space) -> dict:
+def _fixed(space: tuning_space.TuningSpace) -> dict:
     return {d.key: d.points[0] for d in space.dims if not d.varies}
 
 

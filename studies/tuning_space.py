@@ -68,7 +68,10 @@ class Dim:
 
 
 @dataclass(frozen=True)
-class Space:
+class TuningSpace:
+    """The ranges `tune` draws one optimizer's hyperparameters from (not a problem's
+    search space: that is harness.space.Space, what search-space optimizers optimise)."""
+
     optimizer: str
     dims: tuple[Dim, ...]
     sources: tuple[str, ...]      # where it came from: files, then --space
@@ -173,7 +176,7 @@ def parse_override(text: str) -> tuple[str | None, str, dict]:
 
 
 def load(optimizer: str, family: str, base: str | None, schema: dict[str, Param],
-         overrides: list[str] | None = None, all_optimizers: tuple[str, ...] = ()) -> Space:
+         overrides: list[str] | None = None, all_optimizers: tuple[str, ...] = ()) -> TuningSpace:
     """The validated space of one optimizer on a problem family: files, then --space."""
     raw: dict[str, Any] = {}
     sources: list[str] = []
@@ -210,7 +213,7 @@ def load(optimizer: str, family: str, base: str | None, schema: dict[str, Param]
     if not any(d.varies for d in dims):
         raise UsageError(f"tuning space of {optimizer}: every hyperparameter is fixed; give at least one "
                          f"range or two feasible points")
-    return Space(optimizer, dims, tuple(sources))
+    return TuningSpace(optimizer, dims, tuple(sources))
 
 
 def check_overrides_used(overrides: list[str], schemas: dict[str, dict[str, Param]]) -> None:

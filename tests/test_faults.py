@@ -1,7 +1,7 @@
 """Reliability: shared runs-dirs, preemption, convergence, strict inputs, nothing lost.
 
-One test per fault found by trying the harness as an adversarial user would (issue 12);
-each failed on the code before it was fixed.
+One test per fault found by trying the harness as an adversarial user would; each
+failed on the code before it was fixed.
 """
 
 from __future__ import annotations
