@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from harness import quiet
+    from cli import quiet
 
     quiet.install()   # before the verbs import torch, transformers, nevergrad
     args = build_parser().parse_args(argv)

@@ -8,7 +8,7 @@ import warnings
 from conftest import ROOT
 
 import cli
-from harness import quiet
+from cli import quiet
 
 
 def test_pytest_filters_are_the_clis():
