@@ -127,13 +127,16 @@ class EA4LLMAblation(Experiment):
 
     def render(self, args, outcomes) -> str:
         from harness import store
+        from reports.ablation import ablation_figure   # matplotlib: only when rendering
 
         plan = self.plan(args)
         rows, curves = collect(args.runs_dir, plan["labelled"])
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         store.write_csv(out / "ea4llm_ablation_runs.csv", rows)
-        plot(rows, curves, plan, out / "ea4llm_ablation.png")
+        fixed = {"samples": f"population {plan['fixed_population']}",
+                 "population": f"samples {plan['fixed_samples']}"}
+        ablation_figure(rows, curves, fixed, out / "ea4llm_ablation.png")
         text = table(rows, plan, args)
         (out / "ea4llm_ablation.md").write_text(text)
         return text + f"\nwritten: {out / 'ea4llm_ablation.md'}, {out / 'ea4llm_ablation.png'}, " \
@@ -200,36 +203,3 @@ def table(rows, plan, args) -> str:
     lines.append(f"Paper levels (1.7B): samples {', '.join(map(str, PAPER_SAMPLES))}; population "
                  f"{', '.join(map(str, PAPER_POPULATIONS))}.")
     return "\n".join(lines) + "\n"
-
-
-def plot(rows, curves, plan, path: Path) -> None:
-    """Held-out loss against iterations and against estimated forward FLOPs (the compute
-    of all members), one panel row per ablation; each level's curve is the mean over seeds."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    import reports.style  # noqa: F401  (Agg backend)
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for r, ablation in enumerate(("samples", "population")):
-        levels = list(dict.fromkeys(x["level"] for x in rows if x["ablation"] == ablation))
-        cmap = plt.get_cmap("viridis")
-        for i, level in enumerate(levels):
-            runs = [x["run"] for x in rows if x["ablation"] == ablation and x["level"] == level]
-            steps, flops, _ = curves[runs[0]]
-            loss = np.mean([curves[name][2] for name in runs], axis=0)
-            colour = cmap(i / max(len(levels) - 1, 1))
-            axes[r, 0].plot(steps, loss, marker="o", ms=3, color=colour, label=f"{ablation}={level}")
-            axes[r, 1].plot(flops, loss, marker="o", ms=3, color=colour, label=f"{ablation}={level}")
-        fixed = (f"population {plan['fixed_population']}" if ablation == "samples"
-                 else f"samples {plan['fixed_samples']}")
-        axes[r, 0].set_title(f"{ablation} ablation ({fixed})")
-        axes[r, 0].set_xlabel("iteration")
-        axes[r, 1].set_xlabel("forward FLOPs, all members (estimate, harness.costs)")
-        for ax in axes[r]:
-            ax.set_ylabel("held-out loss")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
