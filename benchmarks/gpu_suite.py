@@ -61,13 +61,13 @@ FULL = {
                ("es", "qwen3-1.7b"), ("mezo", "qwen3-1.7b"), ("adam", "qwen3-1.7b"),
                ("es", "qwen3-4b"), ("adam", "qwen3-4b"), ("es", "qwen3-8b"), ("adam", "qwen3-8b"),
                ("eggroll", "qwen3-0.5b")],
-    "memory_sets": {"problem.dtype": "bfloat16", "optimizer.population": "4"},
+    "memory_sets": {"problem.dtype": "bfloat16"}, "memory_population": 4,
     "speed_problem": "qwen3-0.5b", "speed_sets": {"dtype": "bfloat16"}, "population": 30,
     "cli": ["run", "--optimizer", "es", "--problem", "qwen3-8b", "--steps", "3"],
 }
 SMOKE = {
     "memory": [("es", "qwen3-tiny"), ("mezo", "qwen3-tiny"), ("adam", "qwen3-tiny")],
-    "memory_sets": {"problem.samples": "2", "problem.eval_samples": "4", "optimizer.population": "4"},
+    "memory_sets": {"problem.samples": "2", "problem.eval_samples": "4"}, "memory_population": 4,
     "speed_problem": "qwen3-tiny", "speed_sets": {"samples": "2"}, "population": 4,
     "cli": ["run", "--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "3", "--set", "samples=2"],
 }
@@ -134,11 +134,13 @@ def peak_flops(device: torch.device, override: float | None) -> tuple[float | No
     return peak, f"{name}: {peak / 1e12:g} TFLOP/s bf16 dense (harness.costs)"
 
 
-def row_sets(optimizer: str, sets: dict) -> dict:
+def row_sets(optimizer: str, cfg: dict) -> dict:
+    """The memory rows' settings: a population-based optimizer at cfg's population, named
+    in its own spelling (POPULATION_PARAM); its peak does not depend on it."""
     from harness import registry
 
-    own = registry.optimizer(optimizer).schema()[0]   # population only where the optimizer has one
-    return {k: v for k, v in sets.items() if not k.startswith("optimizer.") or k.split(".", 1)[1] in own}
+    param = registry.optimizer(optimizer).factory.POPULATION_PARAM
+    return {**cfg["memory_sets"], **({f"optimizer.{param}": str(cfg["memory_population"])} if param else {})}
 
 
 def plan_rows(cfg: dict, device: torch.device, suite: Suite) -> None:
@@ -147,7 +149,7 @@ def plan_rows(cfg: dict, device: torch.device, suite: Suite) -> None:
 
     plans = suite.result["plans"]
     for optimizer, problem in cfg["memory"]:
-        p = planner.plan(optimizer, problem, row_sets(optimizer, cfg["memory_sets"]), device=device.type)
+        p = planner.plan(optimizer, problem, row_sets(optimizer, cfg), device=device.type)
         plans[f"{optimizer} {problem}"] = {"bytes": p.peak_bytes, "breakdown": p.breakdown}
     args = cfg["cli"]
     p = planner.plan(args[args.index("--optimizer") + 1], args[args.index("--problem") + 1],
@@ -164,7 +166,6 @@ def memory_row(optimizer: str, problem: str, sets: dict, device: torch.device, p
     from harness import runner
     from harness.errors import HarnessError
 
-    sets = row_sets(optimizer, sets)
     row = {"optimizer": optimizer, "problem": problem, "planned_bytes": planned["bytes"],
            "planned_breakdown": planned["breakdown"],
            # tensors still allocated from earlier rows would count in this run's peak
@@ -198,7 +199,7 @@ def memory(cfg: dict, device: torch.device, suite: Suite) -> None:
             suite.result["skipped"].append(f"memory {optimizer} {problem}")
             continue
         try:
-            row = memory_row(optimizer, problem, cfg["memory_sets"], device,
+            row = memory_row(optimizer, problem, row_sets(optimizer, cfg), device,
                              suite.result["plans"][f"{optimizer} {problem}"])
         except Exception as exc:   # noqa: BLE001 - one row's failure is a result too
             row = {"optimizer": optimizer, "problem": problem, "status": "error",

@@ -1,3 +1,4 @@
-"""Optimizer benchmarking harness: the engine (CLI, registry, runner, run store)."""
+"""Optimizer benchmarking harness: the engine (registry, runner, run store, executors); the
+command line is the cli package above it, started as `python -m harness`."""
 
 __version__ = "0.1.0"

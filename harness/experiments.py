@@ -11,10 +11,8 @@ A reproduction then renders its tables from the stored runs alone.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import json
-import pkgutil
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,7 +20,8 @@ from pathlib import Path
 
 from harness import registry, store
 from harness.errors import UsageError
-from harness.params import resolve, route_sets, unused_sets
+from harness.pair import resolve_pair
+from harness.params import unused_sets
 
 
 @dataclass(frozen=True)
@@ -118,14 +117,12 @@ def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
     return axes
 
 
-def _check_axis(key: str, values: list[str], opt, prob, opt_schema, prob_schema) -> None:
+def _check_axis(key: str, values: list[str], pair) -> None:
     """Each value of a grid axis parsed by the Param it routes to (the --set router):
     a bad one is one line naming --grid KEY=VALUE."""
     for value in values:
-        routed = route_sets({key: value}, opt_schema, prob_schema, opt.name, prob.name, partial=True)
         try:
-            resolve(opt_schema, routed.optimizer, f"optimizer {opt.name!r}")
-            resolve(prob_schema, routed.problem, f"problem {prob.name!r}")
+            pair.resolve({key: value}, partial=True, check=False)
         except UsageError as exc:
             raise _as_grid(exc) from None
 
@@ -174,24 +171,22 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
     for opt in opts:
         for prob in probs:
             try:
-                registry.check_compatible(opt, prob)
+                pair = resolve_pair(opt, prob)
             except UsageError as exc:
                 result.incompatible.append((opt.name, prob.name, str(exc)))
                 continue
-            opt_schema, prob_schema = opt.schema_for(prob.factory), prob.schema()[0]
-            routed = route_sets(sets, opt_schema, prob_schema, opt.name, prob.name, partial=True)
+            routed = pair.route(sets, partial=True)
             used.update(routed.used)
             # the grid keys this pair takes, routed as --set keys are
             try:
-                on_axes = route_sets({k: v[0] for k, v in axes.items()}, opt_schema, prob_schema,
-                                     opt.name, prob.name, partial=True)
+                on_axes = pair.route({k: v[0] for k, v in axes.items()}, partial=True)
             except UsageError as exc:
                 raise _as_grid(exc) from None
             mine = list(on_axes.used)
             _check_one_setting(mine, on_axes, routed)
             used_axes.update(mine)
             for key in mine:
-                _check_axis(key, axes[key], opt, prob, opt_schema, prob_schema)
+                _check_axis(key, axes[key], pair)
             for values in itertools.product(*(axes[k] for k in mine)):
                 point = dict(zip(mine, values))
                 for seed in seeds:
@@ -294,16 +289,19 @@ def register_experiment(name: str, *, help: str):
     return deco
 
 
+# Whose modules register experiments (the studies floor), imported by name on first lookup.
+EXPERIMENT_PACKAGES = ("studies.reproductions",)
+
+
 def load_all() -> None:
-    """Import every module of harness.reproductions (they register their experiments)."""
+    """Import every module of the EXPERIMENT_PACKAGES (they register their experiments)."""
     global _loaded
     if _loaded:
         return
-    import harness.reproductions as pkg
+    from harness.registry import import_modules
 
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"harness.reproductions.{info.name}")
+    for pkg_name in EXPERIMENT_PACKAGES:
+        import_modules(pkg_name)
     _loaded = True
 
 

@@ -42,13 +42,26 @@ class Optimizer:
     # The --set values that shard its state over torchrun's ranks (e.g. {"shard": "fsdp"}):
     # the planner plans those settings per rank and says how many ranks a run needs. {}: none.
     SHARD_SETTINGS: dict[str, Any] = {}
-    # True when its step runs autograd's backward: on CUDA the backward thread holds a cuBLAS
-    # workspace of its own (measured on an H200, docs/gpu.md), which the planner counts.
-    BACKWARD: bool = False
     # Modules it imports lazily once running (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper or library this adapter implements (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # Defaults it recommends per problem family, over its own, e.g. {"qwen3": {"lr": 3e-3}}:
+    # applied before --set (a variant's own presets win), recorded in config.json like every
+    # other default. Data keyed by problem, kept here so that a problem names no optimizer.
+    PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {}
+    # The hyperparameter that sets its population size, in its own library's spelling
+    # (population, popsize); None: it has none. Tables that compare at one population
+    # (the memory table) set it through this name.
+    POPULATION_PARAM: str | None = None
+    # True when it trains by backpropagation (it holds gradients): the reference against
+    # which the memory table states the other optimizers' savings; on CUDA autograd's
+    # backward thread holds a cuBLAS workspace of its own, which the planner counts.
+    BACKPROP: bool = False
+    # --set values that keep one step of the registry-wide conformance test (tests/) to a
+    # fraction of a second on the smallest problem of each kind: population sizes and
+    # budgets, nothing that changes what the adapter is. {}: its defaults are small enough.
+    SMOKE_SETTINGS: dict[str, Any] = {}
 
     def __init__(self, problem, hparams: dict[str, Any], seed: int, *, kind: str,
                  budget: "Budget | None" = None):

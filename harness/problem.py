@@ -32,13 +32,14 @@ class Problem:
     # like the metric. None: no validation split; tuning then selects on the metric.
     VALIDATION_KEY: str | None = None
     EVAL_EVERY = 10                # default eval interval, in steps
-    # Per-optimizer defaults this problem recommends, e.g. {"adam": {"lr": 3e-3}};
-    # applied before --set, recorded in config.json like every other default.
-    OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {}
     # Modules it imports lazily when built (counted in the planner's framework RSS).
     RUNTIME_IMPORTS: tuple[str, ...] = ()
     # The paper, data set or library this problem follows (shown by `describe`); "" = none.
     REFERENCE: str = ""
+    # --set values that keep a conformance test (tests/) of this problem, and of every
+    # optimizer on it, to seconds: smaller training budgets, a tiny offline world. {}: its
+    # defaults are small enough.
+    SMOKE_SETTINGS: dict[str, Any] = {}
     # Hyperparameters that pick one trial of the same problem (bbob: the COCO instance):
     # reports pool runs that differ only in these, as they pool seeds.
     TRIAL_PARAMS: tuple[str, ...] = ()

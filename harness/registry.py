@@ -1,8 +1,9 @@
 """Name -> factory registry for optimizers and problems.
 
-Optimizer and problem modules register themselves when imported; the engine
-only imports the *packages* `optimizers` and `problems` and walks their
-modules (`load_all`), so it never names a specific optimizer.
+Optimizer and problem modules register themselves when imported. The engine
+holds no import statement of them: `load_all` imports, by name, every module
+of the packages in PLUGIN_PACKAGES (the floors above it), so it never names a
+specific optimizer and the import contract (tests/test_layers.py) holds.
 
 A variant is configuration, not a subclass: `register_variant("genome+",
 of="genome", succession=True, ...)` registers the same class under a new
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from harness.errors import UsageError
+from harness.params import Param, schema_of
 
 # weights: a model, a batch stream and a loss; search-space: a typed space and an
 # objective; pruning: a trained model and a sparsity target; experts: weights plus a
@@ -28,64 +30,87 @@ KINDS = ("weights", "search-space", "pruning", "experts")
 
 
 @dataclass
-class Entry:
+class ProblemEntry:
+    """One registered problem name: a size of a family, with its fixed settings."""
+
     name: str
-    factory: Callable[..., Any]          # class building the object
+    factory: Callable[..., Any]          # the problem class
     kinds: tuple[str, ...]
     description: str
-    presets: dict[str, Any] = field(default_factory=dict)  # defaults (and fixed kwargs) of this name
+    presets: dict[str, Any] = field(default_factory=dict)  # this size's defaults and fixed kwargs
     family: str = ""
 
-    def schema(self) -> tuple[dict, dict]:
-        """(hyperparameter schema, remaining presets): a preset that names a declared
-        param becomes that param's default for this name (a problem size, an optimizer
-        variant); the rest are passed to the factory as keyword arguments."""
-        from harness.params import schema_of
+    @classmethod
+    def of(cls, problem) -> "ProblemEntry":
+        """The entry of a constructed problem: the registry's when its name is registered,
+        else one made from its class (a problem built by a test or a script)."""
+        load_all()
+        entry = PROBLEMS.get(problem.name)
+        if entry is not None and isinstance(problem, entry.factory):
+            return entry
+        return cls(problem.name, type(problem), tuple(problem.KINDS), "")
 
-        schema = dict(schema_of(self.factory))
-        presets = dict(self.presets)
-        for key in list(presets):
-            if key in schema:
-                schema[key] = replace(schema[key], default=presets.pop(key))
-        return schema, presets
+    def schema(self) -> dict[str, Param]:
+        """The hyperparameters (--set keys) with this size's defaults: a preset that names a
+        declared param is that param's default here."""
+        return {key: replace(p, default=self.presets[key]) if key in self.presets else p
+                for key, p in schema_of(self.factory).items()}
 
-    # -- problems ----------------------------------------------------------------
-    def instantiate(self, name: str, hparams: dict, seed: int):
-        """Build the problem with resolved hyperparameters and its presets."""
-        return self.factory(name, hparams, seed, **self.schema()[1])
+    def fixed(self) -> dict[str, Any]:
+        """The presets that are no param: keyword arguments of the class (e.g. a shape)."""
+        declared = schema_of(self.factory)
+        return {k: v for k, v in self.presets.items() if k not in declared}
+
+    def instantiate(self, hparams: dict, seed: int):
+        """The problem with resolved hyperparameters and its fixed settings (nothing built)."""
+        return self.factory(self.name, hparams, seed, **self.fixed())
 
     def create(self, overrides: dict[str, Any] | None = None, seed: int = 0, owner: str | None = None):
         """The problem of this name with its defaults and `overrides` (validated as
         `--set` values are; errors name `owner`, default this name). Nothing is built."""
         from harness.params import resolve
 
-        schema, _ = self.schema()
-        return self.instantiate(self.name, resolve(schema, overrides or {}, owner or self.name), seed)
+        return self.instantiate(resolve(self.schema(), overrides or {}, owner or self.name), seed)
 
-    # -- optimizers --------------------------------------------------------------
-    def schema_for(self, problem_factory) -> dict:
-        """This optimizer's schema with the defaults a problem class recommends for it
-        (its OPTIMIZER_DEFAULTS) in place of the optimizer's own."""
-        schema = self.schema()[0]
-        for key, value in problem_factory.OPTIMIZER_DEFAULTS.get(self.name, {}).items():
-            schema[key] = replace(schema[key], default=value)
-        return schema
+
+@dataclass
+class OptimizerEntry:
+    """One registered optimizer name: its class, or a variant of it (other defaults)."""
+
+    name: str
+    factory: Callable[..., Any]          # the optimizer class
+    kinds: tuple[str, ...]
+    description: str
+    presets: dict[str, Any] = field(default_factory=dict)  # a variant's defaults
+
+    def schema(self, problem: ProblemEntry | None = None) -> dict[str, Param]:
+        """The hyperparameters (--set keys) with this name's defaults: the class's, the
+        ones it recommends for the problem's family (PROBLEM_DEFAULTS), then a variant's
+        presets, which win."""
+        recommended = self.factory.PROBLEM_DEFAULTS.get(problem.family, {}) if problem else {}
+        defaults = {**recommended, **self.presets}
+        return {key: replace(p, default=defaults[key]) if key in defaults else p
+                for key, p in schema_of(self.factory).items()}
 
     def build(self, problem, seed: int = 0, budget=None, **hp):
         """The optimizer of this name on `problem` (an instance; build() it before
-        setup()), hyperparameters = defaults, the problem's recommendations, then `hp`
-        (validated as --set values are). The twin of `create` for optimizers."""
-        from harness.params import resolve
+        setup()), through the one resolution a run uses (harness.pair): kinds, defaults
+        (the problem's family's included), `hp` typed as --set values are, the optimizer's
+        own checks. The twin of `create` for problems."""
+        from harness.pair import resolve_pair
 
-        kind = compatible_kind(self.kinds, problem.KINDS, self.name, problem.name)
-        hparams = resolve(self.schema_for(type(problem)), hp, f"optimizer {self.name!r}")
-        self.factory.check_hparams(hparams)
+        pair = resolve_pair(self, ProblemEntry.of(problem))
+        hparams = pair.resolve({f"optimizer.{k}": v for k, v in hp.items()}).optimizer
+        self.factory.check_launch(hparams)
         self.factory.check_problem(problem)
-        return self.factory(problem, hparams, seed, kind=kind, budget=budget)
+        return self.factory(problem, hparams, seed, kind=pair.kind, budget=budget)
 
 
-OPTIMIZERS: dict[str, Entry] = {}
-PROBLEMS: dict[str, Entry] = {}
+# Whose modules register optimizers and problems, imported by name on the first lookup.
+PLUGIN_PACKAGES = ("optimizers", "problems")
+
+OPTIMIZERS: dict[str, OptimizerEntry] = {}
+PROBLEMS: dict[str, ProblemEntry] = {}
 _loaded = False
 
 
@@ -111,7 +136,13 @@ def register_optimizer(name: str, *, kinds, description: str):
     def deco(cls):
         _new_name(OPTIMIZERS, name, "optimizer")
         cls.KINDS = _check_kinds(name, kinds)
-        OPTIMIZERS[name] = Entry(name, cls, cls.KINDS, description)
+        declared = schema_of(cls)
+        for family, defaults in cls.PROBLEM_DEFAULTS.items():
+            unknown = sorted(set(defaults) - set(declared))
+            if unknown:
+                raise ValueError(f"optimizer {name!r}: PROBLEM_DEFAULTS[{family!r}] names {unknown[0]!r}, "
+                                 "which it does not declare")
+        OPTIMIZERS[name] = OptimizerEntry(name, cls, cls.KINDS, description)
         return cls
 
     return deco
@@ -119,17 +150,15 @@ def register_optimizer(name: str, *, kinds, description: str):
 
 def register_variant(name: str, *, of: str, description: str, **defaults):
     """Register optimizer `of` again as `name` with other defaults (same class)."""
-    from harness.params import schema_of
-
     base = OPTIMIZERS[of]
     _new_name(OPTIMIZERS, name, "optimizer")
     unknown = sorted(set(defaults) - set(schema_of(base.factory)))
     if unknown:
         raise ValueError(f"variant {name!r}: {of!r} declares no hyperparameter {unknown[0]!r}")
-    OPTIMIZERS[name] = Entry(name, base.factory, base.kinds, description, {**base.presets, **defaults})
+    OPTIMIZERS[name] = OptimizerEntry(name, base.factory, base.kinds, description, {**base.presets, **defaults})
 
 
-def base_optimizer(entry: Entry) -> str | None:
+def base_optimizer(entry: OptimizerEntry) -> str | None:
     """The optimizer a variant was registered from (same class, no presets); for a base
     optimizer, another name of its class without presets, if any."""
     for name, other in OPTIMIZERS.items():
@@ -141,23 +170,29 @@ def base_optimizer(entry: Entry) -> str | None:
 def register_problem(name: str, factory, *, description: str, family: str = "", **presets):
     """Register one named problem (one size of a family) with its fixed settings."""
     _new_name(PROBLEMS, name, "problem")
-    PROBLEMS[name] = Entry(name, factory, _check_kinds(name, factory.KINDS), description, presets, family)
+    PROBLEMS[name] = ProblemEntry(name, factory, _check_kinds(name, factory.KINDS), description, presets, family)
+
+
+def import_modules(pkg_name: str) -> None:
+    """Import every public module (name not starting with _) of the package `pkg_name`,
+    in name order: how a floor above the engine registers what it defines."""
+    pkg = importlib.import_module(pkg_name)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg_name}.{info.name}")
 
 
 def load_all() -> None:
-    """Import every module of the optimizers and problems packages (registers them)."""
+    """Import every module of the PLUGIN_PACKAGES (registers them)."""
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("optimizers", "problems"):
-        pkg = importlib.import_module(pkg_name)
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{info.name}")
+    for pkg_name in PLUGIN_PACKAGES:
+        import_modules(pkg_name)
     _loaded = True
 
 
-def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
+def _lookup(table: dict, name: str, what: str):
     load_all()
     if name in table:
         return table[name]
@@ -169,7 +204,7 @@ def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
     raise UsageError(f"unknown {what} {name!r}; did you mean: {', '.join(close)}?")
 
 
-def find(name: str) -> list[tuple[str, Entry]]:
+def find(name: str) -> list[tuple[str, OptimizerEntry | ProblemEntry]]:
     """Every entry called `name` (case folded) as ("optimizer" | "problem", entry): one,
     or two when an optimizer and a problem share it; none is a UsageError with the close
     matches over both tables."""
@@ -186,11 +221,11 @@ def find(name: str) -> list[tuple[str, Entry]]:
     raise UsageError(f"unknown optimizer or problem {name!r}; did you mean: {', '.join(close)}?")
 
 
-def optimizer(name: str) -> Entry:
+def optimizer(name: str) -> OptimizerEntry:
     return _lookup(OPTIMIZERS, name, "optimizer")
 
 
-def problem(name: str) -> Entry:
+def problem(name: str) -> ProblemEntry:
     return _lookup(PROBLEMS, name, "problem")
 
 
@@ -231,7 +266,7 @@ def compatible_kind(opt_kinds, prob_kinds, opt_name: str, prob_name: str) -> str
     return common[0]
 
 
-def check_compatible(opt: Entry, prob: Entry) -> str:
+def check_compatible(opt: OptimizerEntry, prob: ProblemEntry) -> str:
     """The kind the pair will use, or a UsageError saying what each side has and
     which problems would do."""
     try:

@@ -51,7 +51,7 @@ class Runner:
     def __init__(self, prepared: Prepared, run_dir: Path, progress: bool = True, callbacks=(),
                  lock: store.RunLock | None = None, checkpoint: dict | None = None,
                  previous: dict | None = None):
-        self.p = prepared
+        self.prepared = prepared
         self.lock = lock                  # this process's hold on the run directory (rank 0)
         self.checkpoint = checkpoint      # resume: the loaded checkpoint.pt, None for a fresh start
         self.previous = previous or {}    # resume: the summary so far (its peak memory counts)
@@ -72,7 +72,7 @@ class Runner:
     def run(self) -> dict:
         """Build, restore or start, loop; whatever happens, end with a summary.json."""
         if self.main:
-            store.write_json(self.dir / "env.json", environment(self.p.device))
+            store.write_json(self.dir / "env.json", environment(self.prepared.device))
             store.write_json(self.dir / "summary.json", self._summary("running", None, 0))
         status, reason, writer = "running", None, None
         previous = _install_sigterm(self._on_sigterm)
@@ -117,7 +117,7 @@ class Runner:
 
     # -- the loop: one line per stage --------------------------------------------
     def _loop(self, writer) -> tuple[str, str | None]:
-        p, state = self.p, self.state
+        prepared, state = self.prepared, self.state
         while not (self._finished() or self.stop_signal):
             self.faults.before_step(state.step)                # test hooks: fail or hang here
             record = self._timed_step()                        # the step; time_s counts only this
@@ -125,11 +125,11 @@ class Runner:
                 writer.write(record)
                 return "diverged", f"non-finite loss {record['loss']} at step {state.step}"
             done = self._finished()
-            if state.step % p.eval_every == 0 or done:         # held-out metric, untimed
-                record.update(state.evaluated(p.problem.evaluate(self.opt.solution())))
+            if state.step % prepared.eval_every == 0 or done:         # held-out metric, untimed
+                record.update(state.evaluated(prepared.problem.evaluate(self.opt.solution())))
             writer.write(record)                               # one whole line per step
             state.wall_s = self._wall()
-            every = p.spec.checkpoint_every
+            every = prepared.spec.checkpoint_every
             if every and (state.step % every == 0 or done):    # atomic: a kill keeps the last one
                 self._checkpoint()
             self.faults.after_step(state.step, writer.close)   # test hook: die as kill -9 would
@@ -145,15 +145,15 @@ class Runner:
         objective0 = self.clock.total if self.clock is not None else 0.0
         t0 = time.perf_counter()
         res = self.opt.step(self.state.step)
-        if self.p.device.type == "cuda":   # kernels are asynchronous: time their completion
-            torch.cuda.synchronize(self.p.device)
+        if self.prepared.device.type == "cuda":   # kernels are asynchronous: time their completion
+            torch.cuda.synchronize(self.prepared.device)
         seconds = time.perf_counter() - t0
         objective = self.clock.total - objective0 if self.clock is not None else None
-        cost = self.p.problem.step_cost(self.state.step)   # untimed: bookkeeping, not work
-        return self.state.advance(res, seconds, objective, cost, peak_bf16_flops(self.p.device))
+        cost = self.prepared.problem.step_cost(self.state.step)   # untimed: bookkeeping, not work
+        return self.state.advance(res, seconds, objective, cost, peak_bf16_flops(self.prepared.device))
 
     def _finished(self) -> bool:
-        budget = self.p.spec.budget
+        budget = self.prepared.spec.budget
         spent = budget.spent(self.state.step, self.state.evals, self.state.time_s, self.state.forwards)
         if budget.time_s is not None and distributed.world_size() > 1:
             spent = distributed.broadcast_object(spent)  # rank 0's clock decides: all stop together
@@ -164,16 +164,16 @@ class Runner:
 
     # -- stages around the loop ----------------------------------------------------
     def _build(self) -> None:
-        p = self.p
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        seed_everything(p.spec.seed)
+        prepared = self.prepared
+        if prepared.threads:
+            torch.set_num_threads(prepared.threads)
+        seed_everything(prepared.spec.seed)
         self.mem.reset()
-        p.problem.attach_run_dir(self.dir)
-        p.problem.build(p.device)
-        if p.problem.OBJECTIVE_METHODS:
-            self.clock = ObjectiveClock(p.problem)
-        self.opt = p.build_optimizer()
+        prepared.problem.attach_run_dir(self.dir)
+        prepared.problem.build(prepared.device)
+        if prepared.problem.OBJECTIVE_METHODS:
+            self.clock = ObjectiveClock(prepared.problem)
+        self.opt = prepared.build_optimizer()
         self.opt.setup()
 
     def _fresh(self):
@@ -182,7 +182,7 @@ class Runner:
             (self.dir / "metrics.jsonl").unlink(missing_ok=True)
         writer = self._writer()
         initial = {"step": 0, "evals": 0, "time_s": 0.0, "loss": None}
-        initial.update(self.state.evaluated(self.p.problem.evaluate(self.opt.solution())))
+        initial.update(self.state.evaluated(self.prepared.problem.evaluate(self.opt.solution())))
         writer.write(initial)
         return writer
 
@@ -190,7 +190,7 @@ class Runner:
         """Continue from the checkpoint (RNG states included); later records are cut
         (they are made again), every valid earlier one is kept."""
         ckpt = self.checkpoint
-        self.p.problem.load_state_dict(ckpt["problem"])
+        self.prepared.problem.load_state_dict(ckpt["problem"])
         self.opt.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         self.state = RunState(**ckpt["state"])
@@ -207,7 +207,7 @@ class Runner:
         if not (self.main or self.opt.collective_checkpoint()):
             return
         payload = {"state": asdict(self.state), "optimizer": self.opt.state_dict(),
-                   "problem": self.p.problem.state_dict(), "rng": rng_state()}
+                   "problem": self.prepared.problem.state_dict(), "rng": rng_state()}
         if self.main:
             store.save_checkpoint(self.dir / "checkpoint.pt", payload)
 
@@ -234,13 +234,14 @@ class Runner:
             pass
 
     def _summary(self, status: str, reason: str | None, peak: int) -> dict:
-        p, state = self.p, self.state
+        prepared, state = self.prepared, self.state
         metrics = [m for m in state.metrics if _finite(m)]
-        higher = p.problem.METRIC_HIGHER_IS_BETTER
+        higher = prepared.problem.METRIC_HIGHER_IS_BETTER
         timed = self.clock is not None
         return {
             "status": status, "reason": reason,
-            "optimizer": p.spec.optimizer, "problem": p.spec.problem, "kind": p.kind, "seed": p.spec.seed,
+            "optimizer": prepared.spec.optimizer, "problem": prepared.spec.problem, "kind": prepared.kind,
+            "seed": prepared.spec.seed,
             "steps": state.step, "evals": state.evals,
             "wall_clock_s": state.wall_s, "optimizer_time_s": state.time_s,
             # optimizer_time_s = objective_s + overhead_s on problems that declare
@@ -250,10 +251,10 @@ class Runner:
             "final_loss": state.last_loss, "best_loss": state.best_loss,
             "final_metric": state.last_metric,
             "best_metric": (max(metrics) if higher else min(metrics)) if metrics else None,
-            "metric_name": p.problem.METRIC,
-            **state.costs(peak_bf16_flops(p.device)),   # forwards, tokens, flops, mfu (CUDA)
+            "metric_name": prepared.problem.METRIC,
+            **state.costs(peak_bf16_flops(prepared.device)),   # forwards, tokens, flops, mfu (CUDA)
             "peak_memory_bytes": peak, "peak_memory_method": self.mem.method,
-            "device": str(p.device), "param_count": p.problem.param_count(),
+            "device": str(prepared.device), "param_count": prepared.problem.param_count(),
             "world_size": distributed.world_size(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

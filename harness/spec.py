@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from harness import distributed, registry
+from harness import distributed
 from harness.envinfo import resolve_device
 from harness.errors import UsageError
-from harness.params import parse_seed, resolve, route_sets
+from harness.pair import resolve_pair
+from harness.params import parse_seed
 
 
 @dataclass
@@ -111,24 +112,19 @@ class Prepared:
     """A RunSpec resolved and validated; nothing allocated, nothing written."""
 
     def __init__(self, spec: RunSpec):
-        self.opt_entry = registry.optimizer(spec.optimizer)
-        self.prob_entry = registry.problem(spec.problem)
+        self.pair = resolve_pair(spec.optimizer, spec.problem)
+        self.opt_entry, self.prob_entry, self.kind = self.pair.optimizer, self.pair.problem, self.pair.kind
         # canonical names from here on (the user may have typed CMA for cma)
         self.spec = spec = _with_names(spec, self.opt_entry.name, self.prob_entry.name)
-        self.kind = registry.check_compatible(self.opt_entry, self.prob_entry)
         check_installed(f"optimizer {spec.optimizer!r}", self.optimizer_class.RUNTIME_IMPORTS)
         check_installed(f"problem {spec.problem!r}", self.prob_entry.factory.RUNTIME_IMPORTS)
-        opt_schema = self.opt_entry.schema_for(self.prob_entry.factory)
-        prob_schema, _ = self.prob_entry.schema()
-        routed = route_sets(spec.overrides, opt_schema, prob_schema, spec.optimizer, spec.problem)
-        self.opt_hp = resolve(opt_schema, routed.optimizer, f"optimizer {spec.optimizer!r}")
-        self.optimizer_class.check_hparams(self.opt_hp)
-        self.prob_hp = resolve(prob_schema, routed.problem, f"problem {spec.problem!r}")
+        values = self.pair.resolve(spec.overrides)
+        self.opt_hp, self.prob_hp = values.optimizer, values.problem
         self.device = resolve_device(spec.device)
         if distributed.launched() and not self.optimizer_class.DISTRIBUTED:
             raise UsageError(f"optimizer {spec.optimizer!r} does not shard across processes; "
                              f"run it without torchrun (world size 1)")
-        self.problem = self.prob_entry.instantiate(spec.problem, self.prob_hp, spec.seed)
+        self.problem = self.prob_entry.instantiate(self.prob_hp, spec.seed)
         self.problem.check()
         self.optimizer_class.check_problem(self.problem)
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
@@ -182,7 +178,7 @@ def check_installed(owner: str, modules) -> None:
 
 
 # Below this many parameters a model's ops are too small for several threads to pay
-# off: on 2 cores the default threads made qwen3-tiny's main job 4x slower (issue 12).
+# off: on 2 cores the default threads made qwen3-tiny's main job 4x slower (measured).
 SMALL_MODEL_PARAMS = 20_000_000
 
 

@@ -256,3 +256,35 @@ def iter_runs(runs_dir: Path) -> Iterable[Path]:
     if not runs_dir.exists():
         return []
     return sorted(p.parent for p in runs_dir.glob("*/config.json"))
+
+
+# The cost totals of a run's summary, on every axis on which runs are compared.
+COST_KEYS = ("evals", "forwards", "tokens", "flops", "optimizer_time_s", "wall_clock_s")
+
+
+def read_result(run_dir: Path, validation_key: str | None) -> dict:
+    """status, validation (NaN unless ok and finite), metric (the problem's, final) and the
+    cost totals of one stored run."""
+    summary_path = Path(run_dir) / "summary.json"
+    s = read_json(summary_path) if summary_path.exists() else {}
+    out = {"status": s.get("status", "missing"), "metric": _finite(s.get("final_metric"))}
+    for key in COST_KEYS:
+        out[key] = _finite(s.get(key))
+    if validation_key is None:
+        out["validation"] = out["metric"]
+    else:
+        metrics = Path(run_dir) / "metrics.jsonl"
+        records = read_metrics(metrics) if metrics.exists() else []
+        values = [r[validation_key] for r in records if validation_key in r]
+        out["validation"] = _finite(values[-1]) if values else math.nan
+    if out["status"] != "ok":
+        out["validation"] = math.nan
+    return out
+
+
+def _finite(value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan

@@ -1,7 +1,7 @@
 """Decay schedules of ES's noise scale sigma and step size alpha (es, eggroll).
 
-Where the forms come from: issue 15 says EA4LLM's runner offers sigma and alpha
-decay, present and disabled by default. EA4LLM (arXiv:2510.10603) links no code
+Why they exist and are off by default: EA4LLM's runner offers sigma and alpha
+decay, disabled unless asked for. Where the forms come from: EA4LLM (arXiv:2510.10603) links no code
 and we found no public repository of it (searched by title, authors and method;
 a third-party survey of ES-for-LLM code lists it as "code not found"), so these
 are not its forms but the standard ones, with optax's semantics

@@ -50,6 +50,8 @@ def pycma_seed(seed: int) -> int:
 class CMAES(Optimizer):
     REFERENCE = ("CMA-ES: Hansen & Ostermeier, Evolutionary Computation 9(2), 2001; sep-CMA: Ros & Hansen, PPSN "
                  "2008; library: pycma (`cma` package)")
+    SMOKE_SETTINGS = {"popsize": 4}
+    POPULATION_PARAM = "popsize"
     PARAMS = {
         "sigma0": Param(None, float, "initial step: fraction of box width (search space) or "
                         "absolute std in weight units (weights); default 0.3 / 0.05",

@@ -25,34 +25,29 @@ weight) and takes it back after the forward, as es does with full-rank noise:
 no hooks, no stacked batch; the restore is exact only up to rounding, so under
 torchrun ranks replay every member (as es) to stay bit-identical.
 
-Update (shaping shared with es: optimizers.es.shape_fitness), in fp32, one matmul
-per weight:  W += c * A diag(F) B^T / sqrt(r)  with A = [A_1 .. A_N] (m x N r),
-F the shaped fitness times the sign (antithetic pairs share a seed), and
-c = alpha / N (standard, EA4LLM scaling, as es) or alpha / (N sigma) (nes).
-sigma and alpha of iteration k follow es's schedules (optimizers/_schedules.py;
-constant, the default, is off).
-Distributed: each rank scores its shard (distributed.evaluate_population), only
-the N fitness values are exchanged; with K > 1 the weights never change while
-scoring, so no replay is needed.
+The iteration (members as seeds, fitness gathered across ranks, shaping, scaling,
+schedules) is the population-ES base's, shared with es (optimizers/population.py).
+The update, in fp32, one matmul per weight:  W += A diag(c) B^T / sqrt(r)  with
+A = [A_1 .. A_N] (m x N r) and c the base's coefficients (shaped fitness times
+sign times alpha / N, standard, or alpha / (N sigma), nes; antithetic pairs share
+a seed). Distributed: each rank scores its shard, only the N fitness values are
+exchanged; with K > 1 the weights never change while scoring, so no replay is
+needed.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from harness import distributed
 from harness.errors import UsageError
-from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
 from optimizers._perturb import tensor_noise
-from optimizers._schedules import SCHEDULE_PARAMS, check_schedules, value_at
-from optimizers.es import POPULATION_PARAMS, check_antithetic, member_seed, shape_fitness
+from optimizers.population import PopulationES
 
 
 def low_rank_factors(seed: int, index: int, like: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,25 +184,19 @@ class LowRankHooks:
 @register_optimizer("eggroll", kinds=["weights"],
                     description="EGGROLL: low-rank ES, K members per batched forward, full-rank "
                                 "fp32 update (Sarkar et al. 2025)")
-class Eggroll(Optimizer):
+class Eggroll(PopulationES):
     REFERENCE = ("EGGROLL: Sarkar et al. 2025, Evolution Strategies at the Hyperscale "
                  "(code: ESHyperscale/HyperscaleES)")
-    DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced (as es)
+    SEED_LABEL = "eggroll"
+    PROBLEM_DEFAULTS = {"qwen3": {"alpha": 8e-2}}   # a 4-point screen on seed 7 (docs/qwen3_and_es.md, eggroll)
     PARAMS = {
-        **POPULATION_PARAMS,
         "rank": Param(1, int, "rank r of each member's perturbation A B^T / sqrt(r)", low=1),
         "members_per_forward": Param(None, int, "members stacked in one forward (default: all); "
                                      "1 = perturb the weights in place, one member at a time, as es",
                                      low=1, optional=True),
         "vectors": Param("unperturbed", str, "1-D tensors (norms, biases): unperturbed, or "
                          "full = full-rank noise per member", choices=("unperturbed", "full")),
-        **SCHEDULE_PARAMS,   # sigma/alpha decay, as es (optimizers/_schedules.py); off by default
     }
-
-    @classmethod
-    def check_hparams(cls, hp) -> None:
-        check_antithetic(hp)
-        check_schedules(hp)
 
     @classmethod
     def memory_model(cls, hp: dict, facts) -> dict[str, int]:
@@ -227,14 +216,13 @@ class Eggroll(Optimizer):
             raise UsageError(f"eggroll needs per-sample losses, which {problem.name} does not "
                              "offer (problem.sample_losses); use es on it")
 
-    # -- lifecycle -------------------------------------------------------------
+    # -- the perturbation (the population-ES base's hooks) --------------------------
     def setup(self) -> None:
         self.params = self.problem.trainable()
         self.hooks = LowRankHooks(self.problem.model, self.params, self.hp["vectors"])
 
-    def member(self, step: int, j: int) -> tuple[int, float]:
-        """(noise seed, sign) of member j of iteration `step`."""
-        return member_seed(self.seed, "eggroll", step, j, self.hp["antithetic"])
+    def scores_in_place(self) -> bool:
+        return self.hp["members_per_forward"] == 1   # K > 1: hooks, the weights never change
 
     @torch.no_grad()
     def evaluate_members(self, step: int, batch, indices, replay: bool = False) -> list[float]:
@@ -247,8 +235,7 @@ class Eggroll(Optimizer):
         scores: list[float] = []
         for start in range(0, len(indices), k):
             chunk = indices[start:start + k]
-            self.hooks.set_members([self.member(step, j) for j in chunk], value_at(self.hp, "sigma", step),
-                                  self.hp["rank"])
+            self.hooks.set_members([self.member(step, j) for j in chunk], self.sigma_at(step), self.hp["rank"])
             try:
                 losses = self.problem.sample_losses(self.problem.stack_batch(batch, len(chunk)))
             finally:
@@ -264,7 +251,7 @@ class Eggroll(Optimizer):
         The restore is exact only up to float rounding, so under torchrun every rank
         perturbs and restores every member in member order (replay) and scores its own:
         ranks stay bit-identical to one process scoring all N."""
-        sigma, wanted, scores = value_at(self.hp, "sigma", step), set(indices), {}
+        sigma, wanted, scores = self.sigma_at(step), set(indices), {}
         for j in (range(self.hp["population"]) if replay else indices):
             seed, sign = self.member(step, j)
             noise = self._member_noise(seed)
@@ -295,48 +282,21 @@ class Eggroll(Optimizer):
         for t, v in self.hooks.vectors.items():
             _apply(v, noise["v"][t] * scale)
 
-    def gather_fitness(self, step: int, batch) -> np.ndarray:
-        replay = distributed.world_size() > 1 and self.hp["members_per_forward"] == 1
-
-        def score(indices):
-            return self.evaluate_members(step, batch, indices, replay=replay)
-
-        return np.asarray(distributed.evaluate_population(self.hp["population"], score, self.problem.device),
-                          dtype=np.float64)
-
     @torch.no_grad()
-    def update(self, step: int, fitness: np.ndarray) -> None:
-        n, r = self.hp["population"], self.hp["rank"]
-        sigma, alpha = value_at(self.hp, "sigma", step), value_at(self.hp, "alpha", step)
-        shaped = shape_fitness(fitness, self.hp["shaping"])
-        scale = alpha / n if self.hp["scaling"] == "standard" else alpha / (n * sigma)
-        coef: dict[int, float] = {}
-        for j in range(n):  # antithetic partners share a seed: one regeneration per pair
-            seed, sign = self.member(step, j)
-            coef[seed] = coef.get(seed, 0.0) + scale * sign * float(shaped[j])
-        seeds = list(coef)
+    def apply_update(self, step: int, coefs: dict[int, float]) -> None:
+        r = self.hp["rank"]
+        seeds = list(coefs)
         for t, w in self.hooks.matrices.items():
             fac = [low_rank_factors(s, t, w, r) for s in seeds]
             a = torch.cat([f[0] for f in fac], 1)                     # [m, U r]
             b = torch.cat([f[1] for f in fac], 1)                     # [n, U r]
-            c = torch.tensor([coef[s] for s in seeds], device=w.device).repeat_interleave(r) / math.sqrt(r)
+            c = torch.tensor([coefs[s] for s in seeds], device=w.device).repeat_interleave(r) / math.sqrt(r)
             _apply(w, (a * c) @ b.T)
         for t, v in self.hooks.vectors.items():
             acc = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
             for s in seeds:
-                acc.add_(tensor_noise(s, t, v), alpha=coef[s])
+                acc.add_(tensor_noise(s, t, v), alpha=coefs[s])
             _apply(v, acc)
-
-    def step(self, step: int) -> StepResult:
-        batch = self.problem.batch(step)
-        fitness = self.gather_fitness(step, batch)
-        losses = -fitness
-        extra = {"sigma": value_at(self.hp, "sigma", step), "alpha": value_at(self.hp, "alpha", step)}
-        if not np.all(np.isfinite(fitness)):
-            return StepResult(loss=float("nan"), evals=len(fitness), forwards=len(fitness), extra=extra)
-        self.update(step, fitness)
-        return StepResult(loss=float(losses.mean()), evals=len(fitness), forwards=len(fitness), extra={
-            **extra, "best_member_loss": float(losses.min()), "fitness_std": float(fitness.std())})
 
 
 def _apply(w: torch.Tensor, delta: torch.Tensor) -> None:

@@ -116,6 +116,8 @@ class _Individual:
                                 "(lora-* problems)")
 class Genome(Optimizer):
     REFERENCE = "GENOME / GENOME+: arXiv 2503.01155 and the authors' run_genome.py / run_genomeplus.py defaults"
+    SMOKE_SETTINGS = {"population": 4, "iterations": 3}
+    POPULATION_PARAM = "population"
     # The authors' released defaults (run_genome.py; the genome+ variant below overrides with
     # run_genomeplus.py's); docs/genome.md lists them and which settings are ours.
     PARAMS = {

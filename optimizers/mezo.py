@@ -30,6 +30,7 @@ class MeZO(Optimizer):
     # torchrun: the two forwards (l+, l-) go to ranks 0 and 1, two floats are exchanged;
     # ranks beyond 2 have nothing to score (at most 2x; see docs/distributed.md)
     DISTRIBUTED = True
+    PROBLEM_DEFAULTS = {"qwen3": {"lr": 1e-3, "eps": 1e-2}}   # short sweeps on qwen3-tiny (docs/qwen3_and_es.md)
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
         "eps": Param(1e-3, float, "perturbation scale", low=0.0),

@@ -51,6 +51,7 @@ class Nevergrad(Optimizer):
     REFERENCE = ("nevergrad (Rapin & Teytaud, facebookresearch/nevergrad); NGOpt: Meunier et al., Black-Box "
                  "Optimization Revisited, IEEE TEVC 2022")
     RUNTIME_IMPORTS = ("nevergrad",)
+    SMOKE_SETTINGS = {"budget": 6}
     PARAMS = {
         "name": Param("NGOpt", str, "nevergrad optimizer (a key of nevergrad.optimizers.registry)"),
         "budget": Param(None, int, "evaluations nevergrad plans for (NGOpt chooses by it); default: "

@@ -19,7 +19,7 @@ problem.keep_count() entries of the prunable tensors (the global budget).
   macro-F1 of the compensated masked net, the default) or `synflow`
   (-log R of the compensated masked net, data free).
 
-SynFlow itself (R and the scores) lives in harness/synflow.py, shared with the
+SynFlow itself (R and the scores) lives in problems/synflow.py, shared with the
 digits-hpo problems' data-free objective.
 
 The ReLU MLPs of this harness are chains of Linear layers, so R is computed
@@ -39,7 +39,7 @@ from harness.params import Param
 from harness.problem import Pruned
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from harness.synflow import synflow_R, synflow_scores
+from problems.synflow import synflow_R, synflow_scores
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -186,6 +186,7 @@ class Magnitude(_OneShot):
 class SynFlow(_OneShot):
     REFERENCE = ("SynFlow: Tanaka et al., Pruning neural networks without any data by iteratively conserving "
                  "synaptic flow (NeurIPS 2020), arXiv:2006.05467")
+    SMOKE_SETTINGS = {"iterations": 3}
     PARAMS = {"iterations": Param(100, int, "pruning iterations of the exponential schedule", low=1)}
 
     def masks(self, weights, keep):
@@ -202,6 +203,8 @@ class SynFlowCMA(Optimizer):
     REFERENCE = ("seed paper 003 (CMA-ES over layer-wise sparsity with SynFlow masks and energy compensation); "
                  "SynFlow: arXiv:2006.05467; library: pycma")
     RUNTIME_IMPORTS = ("cma",)
+    SMOKE_SETTINGS = {"popsize": 4, "iterations": 3}
+    POPULATION_PARAM = "popsize"
     PARAMS = {
         "fitness": Param("val-f1", str, "what CMA-ES minimises: 1 - validation F1 or -log SynFlow R",
                          choices=("val-f1", "synflow")),

@@ -13,6 +13,7 @@ from harness.seeding import derive_seed
 @register_optimizer("random", kinds=["search-space"], description="uniform random search (the floor)")
 class RandomSearch(Optimizer):
     REFERENCE = "Bergstra & Bengio, Random Search for Hyper-Parameter Optimization, JMLR 13, 2012"
+    SMOKE_SETTINGS = {"batch": 2}
     PARAMS = {"batch": Param(10, int, "configurations sampled per step", low=1)}
 
     @classmethod

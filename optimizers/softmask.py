@@ -66,7 +66,8 @@ class SoftMask(Optimizer):
     REFERENCE = ("seed paper 003's SoftMask baseline, as Continuous Sparsification: Savarese, Silva & Maire, "
                  "NeurIPS 2020, arXiv:1912.04427 (weights frozen, global top-k for the exact budget)")
     RUNTIME_IMPORTS = ("torch._dynamo",)   # torch.optim's first step imports it (~70 MiB RSS)
-    BACKWARD = True
+    BACKPROP = True   # AdamW on the mask logits: on CUDA autograd's thread holds a cuBLAS workspace
+    SMOKE_SETTINGS = {"steps": 3}
     PARAMS = {
         "steps": Param(400, int, "AdamW steps on the mask logits (the horizon of the beta schedule)", low=1),
         "lr": Param(0.05, float, "AdamW learning rate of the logits", low=0.0),

@@ -16,7 +16,7 @@ every configuration sees the same random numbers and reruns are identical.
   of optimizer overhead with dimension can be read off directly.
 
 `--set objective=synflow` replaces the trained objective by a data-free
-one: -log of the SynFlow score (harness/synflow.py) of the configuration's
+one: -log of the SynFlow score (problems/synflow.py) of the configuration's
 untrained network, the very network training would start from; higher
 SynFlow is better, so its negative log is minimised. Nothing is trained and
 no data is read per evaluation; only widths and depth enter it.
@@ -39,7 +39,7 @@ from harness.problem import SearchSpaceProblem
 from harness.registry import register_problem
 from harness.seeding import derive_seed
 from harness.space import Choice, Float, Int, Space
-from harness.synflow import synflow_scores
+from problems.synflow import synflow_scores
 from problems.digits import load_split, macro_f1
 
 BATCH_SIZES = (16, 32, 64, 128, 256)
@@ -90,7 +90,7 @@ def train_and_score(layers: list[dict], out_lr: float, out_wd: float, batch_size
 def synflow_score(layers: list[dict], seed: int) -> float:
     """Data-free SynFlow score of the untrained network of a configuration, the very
     network train_and_score starts from (same seed, same construction order): the sum
-    of every weight's |w| * dR/d|w| (harness.synflow), the zero-cost proxy form of
+    of every weight's |w| * dR/d|w| (problems.synflow), the zero-cost proxy form of
     Abdelfattah et al. 2021; by SynFlow's conservation law it equals (layers) x R."""
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(seed, "hpo-train"))
@@ -104,6 +104,7 @@ class DigitsHPO(SearchSpaceProblem):
     # training with torch.optim imports torch._dynamo at its first step (~70 MiB of CPU RSS)
     RUNTIME_IMPORTS = ("sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "torch._dynamo")
     REFERENCE = "seed paper 003's HPO setting on scikit-learn's digits data (sklearn.datasets.load_digits)"
+    SMOKE_SETTINGS = {"train_steps": 5}
     PARAMS = {
         "train_steps": Param(100, int, "AdamW steps per configuration (the fixed training budget)", low=1),
         "split_seed": Param(0, int, "seed of the fixed train/val/test split"),

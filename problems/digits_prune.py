@@ -81,6 +81,7 @@ class DigitsPrune(PruningProblem):
     RUNTIME_IMPORTS = ("sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "torch._dynamo")
     REFERENCE = ("seed paper 003's pruning setting on scikit-learn's digits data; unstructured pruning at a "
                  "global sparsity as in Tanaka et al. 2020")
+    SMOKE_SETTINGS = {"hidden": 32, "train_steps": 30}
     PARAMS = {
         # 64-256-256-10: wide enough that <= 70% sparsity costs almost nothing (measured)
         "hidden": Param(256, int, "width of each hidden layer", low=1),

@@ -66,6 +66,9 @@ def adapter_dirs(path: str) -> list[Path]:
 
 class LoraTasks(ExpertsProblem):
     REFERENCE = "the GENOME setting (arXiv 2503.01155): LoRA (Hu et al., arXiv:2106.09685) experts through peft"
+    # a world of 3 experts, each trained 3 steps, built in seconds
+    SMOKE_SETTINGS = {"world_experts": 3, "world_expert_steps": 3, "world_pretrain_steps": 3, "world_hidden": 32,
+                      "world_layers": 1, "n_val": 20, "n_test": 20, "samples": 8}
     PARAMS = {
         "tasks": Param("add", str, "comma-separated tasks; fitness = mean accuracy over them "
                        f"(valid: {', '.join(TASKS)})"),

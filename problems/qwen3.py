@@ -109,9 +109,6 @@ class Qwen3Pretrain(WeightsProblem):
     VALIDATION_KEY = "val_logprob"
     SAMPLE_LOSSES = True
     EVAL_EVERY = 10
-    # Chosen from short sweeps on qwen3-tiny (see docs/qwen3_and_es.md).
-    # eggroll alpha: a 4-point screen on seed 7 (docs/qwen3_and_es.md, eggroll).
-    OPTIMIZER_DEFAULTS = {"adam": {"lr": 3e-3}, "mezo": {"lr": 1e-3, "eps": 1e-2}, "eggroll": {"alpha": 8e-2}}
 
     def __init__(self, name, hparams, seed, *, shape: tuple):
         super().__init__(name, hparams, seed)

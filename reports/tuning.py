@@ -29,7 +29,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import UsageError
-from harness.tuning import COST_KEYS, read_result
+from harness.store import COST_KEYS, read_result
 from reports.stats import median_ci
 
 AXES = {"forwards": "forwards", "tokens": "tokens", "flops": "flops", "optimizer_time_s": "optimizer s",

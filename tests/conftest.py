@@ -74,7 +74,7 @@ def make_problem(name="qwen3-tiny", seed=0, **overrides):
 
 
 def build_optimizer(name: str, problem, seed: int = 0, **hp):
-    """A registered optimizer on a built problem, set up (Entry.build, as a run does)."""
+    """A registered optimizer on a built problem, set up (OptimizerEntry.build: resolved as a run resolves it)."""
     from harness import registry
 
     opt = registry.optimizer(name).build(problem, seed, **{k: str(v) for k, v in hp.items()})
@@ -153,7 +153,7 @@ class InProcessExecutor(LocalExecutor):
         import contextlib
         import io
 
-        from harness.cli import main
+        from cli import main
 
         argv = cmd[cmd.index("harness") + 1:]
         self.launched.append(argv)
@@ -165,3 +165,127 @@ class InProcessExecutor(LocalExecutor):
 
     def signal_all(self, signum: int) -> None:
         pass
+
+
+# -- the optimizer contract, checked on any registered optimizer (tests/test_conformance.py
+# drives it over the whole registry; tests/test_new_optimizer.py over one defined there) --
+
+# One small problem of each kind (the engine's kinds), run with its SMOKE_SETTINGS.
+SMALLEST = {"search-space": "bbob-f1-d2", "weights": "digits-mlp", "pruning": "digits-prune-90",
+            "experts": "lora-count"}
+
+
+def conformance_sets(name: str, kind: str) -> dict:
+    """--set values of a conformance run: the problem's SMOKE_SETTINGS, then the optimizer's."""
+    from harness import registry
+
+    problem_sets = registry.problem(SMALLEST[kind]).factory.SMOKE_SETTINGS
+    sets = {f"problem.{k}": str(v) for k, v in problem_sets.items()}
+    sets.update({f"optimizer.{k}": str(v) for k, v in registry.optimizer(name).factory.SMOKE_SETTINGS.items()})
+    return sets
+
+
+class _Killed(BaseException):
+    """A hard kill, in process: not an Exception, so the run records nothing more."""
+
+
+def _conformance_run(tmp_path, name, kind, steps=3):
+    from harness import runner
+
+    torch.set_num_threads(1)
+    spec = runner.RunSpec(name, SMALLEST[kind], seed=1, budget=runner.Budget(steps=steps),
+                          overrides=conformance_sets(name, kind), eval_every=1, checkpoint_every=1,
+                          runs_dir=str(tmp_path))
+    return runner.run(spec, progress=False)
+
+
+def check_steps_kill_and_resume(name: str, kind: str, tmp_path, monkeypatch) -> None:
+    """3 steps run and record; killed after step 2 and resumed gives the uninterrupted
+    trajectory (time fields excluded); forwards are counted."""
+    from harness import runner
+    from harness.faults import FaultHooks
+
+    run_dir, summary = _conformance_run(tmp_path / "full", name, kind)
+    assert summary["status"] == "ok", summary["reason"]
+    assert summary["kind"] == kind and 1 <= summary["steps"] <= 3   # one-shot methods stop at 1
+    full = load_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in full] == list(range(summary["steps"] + 1))
+    assert all({"step", "evals", "time_s", "loss", "metric"} <= set(r) for r in full[1:])
+
+    kill_at = min(2, summary["steps"])
+
+    class KillAfter(FaultHooks):
+        def after_step(self, step, flush):
+            if step == kill_at:
+                flush()
+                raise _Killed()
+
+    monkeypatch.setattr(runner.FaultHooks, "from_env", classmethod(lambda cls, env=None: KillAfter()))
+    with pytest.raises(_Killed):
+        _conformance_run(tmp_path / "killed", name, kind)
+    monkeypatch.undo()
+    killed_dir = only_run_dir(tmp_path / "killed")
+    assert len(load_jsonl(killed_dir / "metrics.jsonl")) == kill_at + 1
+    _, resumed = runner.resume(killed_dir, progress=False)
+    assert resumed["status"] == "ok", resumed["reason"]
+    assert without_time(load_jsonl(killed_dir / "metrics.jsonl")) == without_time(full)
+    # every adapter counts its forwards: each evaluation costs at least one (harness.costs)
+    assert all(r["forwards"] >= r["evals"] for r in full[1:]) and summary["forwards"] >= summary["evals"]
+    assert resumed["final_loss"] == summary["final_loss"] and resumed["final_metric"] == summary["final_metric"]
+
+
+def bad_values(param) -> list[str]:
+    """Values the parser or the optimizer's own check must refuse. A free-form string must
+    refuse the empty one unless empty is its default (a name it checks, e.g. nevergrad's)."""
+    if param.choices is not None:
+        return ["no-such-choice"]
+    bad = {bool: ["maybe"], int: ["2.5", "x"], float: ["x"], str: [] if param.default == "" else [""]}[param.type]
+    if param.low is not None:
+        bad.append(str(param.low - 1))
+    if param.high is not None:
+        bad.append(str(param.high + 1))
+    return bad
+
+
+def check_bad_value_is_exit_2(name: str, kind: str, key: str, value: str, tmp_path, capsys) -> None:
+    """--set optimizer.KEY=VALUE of a bad value: exit 2, one line naming KEY, nothing written."""
+    from cli import main
+
+    problem = SMALLEST[kind]
+    code = main(["run", "--optimizer", name, "--problem", problem, "--steps", "1",
+                 "--set", f"optimizer.{key}={value}", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and key in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def check_defaults_round_trip(name: str) -> None:
+    from harness import registry
+
+    for key, param in registry.optimizer(name).schema().items():
+        if param.default is None:
+            assert param.optional, key
+            assert param.parse(key, "none") is None
+        else:
+            assert param.parse(key, str(param.default)) == param.default, key
+            assert param.parse(key, param.default) == param.default, key
+
+
+def check_memory_model(name: str, kind: str) -> None:
+    """Non-negative integers, on made-up facts, on empty facts and on the real problem's."""
+    from harness import planner, registry
+
+    entry = registry.optimizer(name)
+    problem = SMALLEST[kind]
+    hp = {k: p.default for k, p in entry.schema().items()}
+    for facts in (planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000,
+                                     trainable_bytes=4000, largest_tensor_bytes=2000),
+                  planner.ModelFacts()):
+        parts = entry.factory.memory_model(hp, facts)
+        assert parts is None or all(isinstance(v, int) and v >= 0 for v in parts.values()), parts
+        phases = entry.factory.memory_phases(hp, facts) if parts is not None else None
+        assert phases is None or all(isinstance(v, int) and v >= 0
+                                     for phase in phases.values() for v in phase.values()), phases
+    if kind in ("weights", "search-space"):   # the planner's own facts of the real problem
+        plan = planner.plan(name, problem, conformance_sets(name, kind))
+        assert all(isinstance(v, int) and v >= 0 for v in plan.breakdown.values()), plan.breakdown

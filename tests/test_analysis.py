@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness import store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.errors import UsageError
 from reports import algoperf, ecdf, stats, targets
 from reports.index import build

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness import regression
-from harness.cli import main as cli_main
+from studies import regression
+from cli import main as cli_main
 
 
 def _entry(**kw):

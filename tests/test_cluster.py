@@ -11,7 +11,7 @@ import pytest
 
 from conftest import load_jsonl, without_time
 from harness import cluster, runner, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.spec import Budget, RunSpec
 
 pytest.importorskip("submitit")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness import cli, registry
+import cli
+from harness import registry
 
 
 def describe(capsys, *args):
@@ -26,7 +27,7 @@ def test_optimizer_lists_every_param_with_type_default_range_and_help(capsys):
     assert code == 0
     assert out.startswith("optimizer es\n")
     assert "Salimans" in out and "weights" in out
-    schema = registry.optimizer("es").schema()[0]
+    schema = registry.optimizer("es").schema()
     for key, p in schema.items():
         line = next(ln for ln in out.splitlines() if ln.startswith(key + " "))
         assert p.type.__name__ in line and repr(p.default) in line and p.help in line
@@ -39,7 +40,7 @@ def test_variant_shows_its_own_defaults(capsys):
     d_plus = {h["name"]: h["default"] for h in plus["hyperparameters"]}
     d_base = {h["name"]: h["default"] for h in base["hyperparameters"]}
     assert d_plus["succession"] is True and d_base["succession"] is False
-    assert d_plus == {k: p.default for k, p in registry.optimizer("genome+").schema()[0].items()}
+    assert d_plus == {k: p.default for k, p in registry.optimizer("genome+").schema().items()}
     assert set(d_plus) == set(d_base)
 
 

@@ -4,8 +4,8 @@ bad input before anything runs, and the report built from stored runs."""
 import pytest
 
 from harness import experiments, runner
-from harness.cli import build_parser
-from harness.cli import main as cli_main
+from cli import build_parser
+from cli import main as cli_main
 
 
 def _args(*extra):

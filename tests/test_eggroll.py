@@ -11,7 +11,7 @@ import torch
 from conftest import build_optimizer, make_problem, run_inprocess
 from optimizers._perturb import tensor_noise
 from optimizers.eggroll import low_rank_factors
-from optimizers.es import shape_fitness
+from optimizers.population import shape_fitness
 
 
 def _built(name, device="cpu", **overrides):

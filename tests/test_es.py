@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from optimizers._perturb import Perturber, tensor_noise
-from optimizers.es import shape_fitness
+from optimizers.population import shape_fitness
 from conftest import build_optimizer, load_jsonl, make_problem, only_run_dir, run_inprocess, without_time
 
 
@@ -174,7 +174,7 @@ def test_batched_es_memory_is_planned_and_refused_when_it_does_not_fit():
 
 
 def test_batched_es_that_does_not_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
-    from harness.cli import main as cli_main
+    from cli import main as cli_main
 
     # qwen3-0.5b on cpu: es in place plans 5.3 GiB, 8 members per forward 41 GiB (8 fp32 weight copies)
     monkeypatch.setenv("HARNESS_TEST_AVAILABLE_BYTES", str(22 * 2**30))

@@ -1,7 +1,7 @@
 """Reliability: shared runs-dirs, preemption, convergence, strict inputs, nothing lost.
 
-One test per fault found by trying the harness as an adversarial user would (issue 12);
-each failed on the code before it was fixed.
+One test per fault found by trying the harness as an adversarial user would; each
+failed on the code before it was fixed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, load_jsonl, only_run_dir, run_cli, without_time
 from harness import executor, experiments, runner, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.progress import Progress
 from harness.spec import Prepared, RunSpec
 

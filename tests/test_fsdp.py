@@ -8,7 +8,7 @@ import torch
 
 from conftest import load_jsonl, only_run_dir, run_inprocess, torchrun
 from harness import store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 
 
 def _cli(argv, capsys):

@@ -220,8 +220,8 @@ def test_reproduce_dispatch_names_the_available_ones(cli):
 
 @pytest.mark.slow
 def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
-    from harness.cli import main as cli_main
-    from harness.reproductions import genome as repro
+    from cli import main as cli_main
+    from studies.reproductions import genome as repro
 
     sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
     args = ["reproduce", "genome", "--tasks", "count", "--seeds", "0", "--iterations", "1", "--jobs", "2",

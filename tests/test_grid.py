@@ -4,7 +4,7 @@ named by its values; skip/retry per grid point; report labels by optimizer + gri
 import pytest
 
 from harness import experiments, runner, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.errors import UsageError
 
 

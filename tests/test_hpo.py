@@ -33,7 +33,7 @@ class _Mixed(SearchSpaceProblem):
 @pytest.fixture
 def mixed(monkeypatch):
     registry.load_all()
-    monkeypatch.setitem(registry.PROBLEMS, "mixed", registry.Entry("mixed", _Mixed, ("search-space",), "t"))
+    monkeypatch.setitem(registry.PROBLEMS, "mixed", registry.ProblemEntry("mixed", _Mixed, ("search-space",), "t"))
     return "mixed"
 
 

@@ -282,3 +282,21 @@ def test_plan_within_5_percent_of_cuda_peak(tmp_path, opt, problem):
     measured = summary["peak_memory_bytes"]
     print(f"\n{opt} {problem}: planned {plan.peak_bytes / GiB:.3f} GiB, measured {measured / GiB:.3f} GiB")
     assert abs(plan.peak_bytes - measured) <= 0.05 * measured, (plan.peak_bytes, measured)
+
+
+def test_table_of_all_reads_the_registry(tmp_path):
+    """--optimizers all: every weights optimizer with a memory model, and a ratio column of
+    each backprop optimizer (BACKPROP) to each other, none named in the code."""
+    from harness import registry
+    from studies import memory_table
+
+    names, skip = memory_table.tabled_optimizers("all")
+    assert skip and {"adam", "es", "mezo", "eggroll"} <= set(names)
+    assert all("weights" in registry.optimizer(n).kinds for n in names)
+    result = memory_table.build(names, "qwen3-tiny", device="cuda", out_dir=tmp_path, runs_dir=None,
+                                skip_undeclared=True)
+    row = result["rows"][0]
+    backprop = [n for n in names if registry.optimizer(n).factory.BACKPROP]
+    assert backprop == ["adam"] and row["adam_over_eggroll"] == row["adam_bytes"] / row["eggroll_bytes"]
+    assert "adam/es" in result["markdown"] and "es/adam" not in result["markdown"]
+    assert row["eggroll_settings"]["population"] == 30 and row["cma_settings"]["popsize"] == 30

@@ -7,7 +7,8 @@ import warnings
 
 from conftest import ROOT
 
-from harness import cli, quiet
+import cli
+from cli import quiet
 
 
 def test_pytest_filters_are_the_clis():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from harness import store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from reports import profile
 from reports.index import build
 from reports.load import load_runs

@@ -104,7 +104,7 @@ class _ExplodingProblem(WeightsProblem):
 def test_nan_loss_ends_run_as_diverged(tmp_path, monkeypatch):
     registry.load_all()
     monkeypatch.setitem(registry.PROBLEMS, "exploding",
-                        registry.Entry("exploding", _ExplodingProblem, ("weights",), "test"))
+                        registry.ProblemEntry("exploding", _ExplodingProblem, ("weights",), "test"))
     run_dir, summary = run(RunSpec(optimizer="adam", problem="exploding", budget=Budget(steps=50),
                                    runs_dir=str(tmp_path)), progress=False)
     assert summary["status"] == "diverged" and "step 4" in summary["reason"]

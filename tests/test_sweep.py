@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 from harness import experiments, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 
 
 class _Links(HTMLParser):

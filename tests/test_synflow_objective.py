@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness import registry, store
-from harness.cli import main as cli_main
+from cli import main as cli_main
 from harness.runner import Budget, RunSpec, run
 from problems import digits_hpo
 

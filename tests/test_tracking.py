@@ -12,7 +12,8 @@ import torch
 
 from conftest import ROOT, load_jsonl
 
-from harness import cli, distributed, executor, experiments, runner, tracking
+import cli
+from harness import distributed, executor, experiments, runner, tracking
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -83,7 +84,7 @@ def test_tensorboard_and_mlflow_hold_what_metrics_jsonl_holds(tmp_path, local_ml
 
     runs, _ = load_runs(tmp_path)
     assert list(runs["final_loss"]) == [summary["final_loss"]]
-    for path in [*(ROOT / "reports").glob("*.py"), ROOT / "harness" / "commands" / "report.py"]:
+    for path in [*(ROOT / "reports").glob("*.py"), ROOT / "cli" / "commands" / "report.py"]:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) (mlflow|tensorboard|harness\.tracking)", text, re.M)
         assert not re.search(r"^\s*from harness import .*\btracking\b", text, re.M)

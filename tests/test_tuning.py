@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import InProcessExecutor
-from harness import store, tuning
+from harness import store
+from studies import tuning
 from harness.errors import UsageError
 
 
@@ -49,7 +50,7 @@ def test_halton_trials_are_deterministic_equal_and_start_with_the_default():
     (["--set", "sigma0=0.1"], "--set sigma0: cma tunes it"),
 ])
 def test_bad_space_or_sampler_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, needle):
-    from harness.cli import main
+    from cli import main
 
     out = tmp_path / "tune"
     rc = main(["tune", "--optimizers", "cma", "--problem", "sphere-50", "--trials", "2", "--evals", "10",
@@ -98,7 +99,7 @@ def test_tune_reruns_best_on_fresh_seeds_writes_csv_and_resumes(tmp_path):
     assert [argv[argv.index("--run-id") + 1] for argv in again.launched] == [lost]
 
     # report --targets-from: the target is the median of the tuned baseline's fresh-seed metric
-    from harness.cli import main
+    from cli import main
 
     problem, target, opt = report.targets_from(f"{runs}:cma")
     finals = [store.read_json(runs / n / "summary.json")["final_metric"] for n in record["final"]["cma"]["tuned"]]
@@ -153,22 +154,24 @@ def test_tpe_asks_are_reproduced_so_a_rerun_skips_every_trial(tmp_path, one_thre
 
 
 def test_every_shipped_space_validates_against_its_optimizers_params():
-    from harness import registry, tuning_space
+    from harness import registry
+    from studies import tuning_space
 
     files = sorted(tuning_space.TUNING_DIR.glob("*.json"))
     assert {"es.json", "mezo.json", "adam.json", "cma.json", "eggroll.json"} <= {p.name for p in files}
     for path in files:
         name, _, family = path.stem.partition(".")
-        space = tuning_space.load(name, family, None, registry.optimizer(name).schema()[0])
+        space = tuning_space.load(name, family, None, registry.optimizer(name).schema())
         assert space.varying and str(path.name) in " ".join(space.sources)
 
 
 def test_family_files_and_command_line_override_the_default_space(tmp_path):
     import json
 
-    from harness import registry, tuning_space
+    from harness import registry
+    from studies import tuning_space
 
-    schema = registry.optimizer("cma").schema()[0]
+    schema = registry.optimizer("cma").schema()
     general = tuning_space.load("cma", "functions", None, schema).to_json()
     on_qwen3 = tuning_space.load("cma", "qwen3", None, schema).to_json()
     assert general["sigma0"]["min"] == 0.05 and on_qwen3["sigma0"] == {"min": 1e-3, "max": 0.1, "scaling": "log"}
@@ -186,7 +189,7 @@ def test_family_files_and_command_line_override_the_default_space(tmp_path):
 def test_describe_shows_the_tuning_space(capsys):
     import json
 
-    from harness.cli import main
+    from cli import main
 
     assert main(["describe", "mezo", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["tuning_space"]
@@ -198,7 +201,7 @@ def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, one_t
     """`tune --executor submitit-local` launches every trial through that executor (here an
     in-process stand-in, so the test needs no scheduler), with its --executor-set resources."""
     from harness import cluster
-    from harness.cli import main
+    from cli import main
 
     made = []
 

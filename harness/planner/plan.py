@@ -93,7 +93,7 @@ def plan_run(optimizer: str, optimizer_class, hp: dict, problem, device_type: st
     else:
         breakdown["framework"] = 0
         if facts is not None and facts.weight_bytes:   # a torch model multiplies matrices on the device
-            breakdown["cublas_workspace"] = CUBLAS_WORKSPACE_BYTES * (2 if optimizer_class.BACKWARD else 1)
+            breakdown["cublas_workspace"] = CUBLAS_WORKSPACE_BYTES * (2 if optimizer_class.BACKPROP else 1)
     return Plan(
         optimizer=optimizer, problem=problem.name, device=device_type,
         peak_bytes=int(sum(breakdown.values())), breakdown=breakdown, facts=facts,

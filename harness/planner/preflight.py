@@ -44,7 +44,7 @@ def alternatives(optimizer: str, hp: dict, problem, kind: str, plan_: Plan, budg
     settings). Traces in this process (the run is refused). On CPU every alternative
     is counted with this run's framework figure."""
     from harness import registry
-    from harness.params import resolve
+    from harness.pair import resolve_pair
 
     def peak(p: Plan) -> int:
         return p.tensor_bytes + framework
@@ -54,7 +54,7 @@ def alternatives(optimizer: str, hp: dict, problem, kind: str, plan_: Plan, budg
         if name == optimizer or kind not in entry.kinds:
             continue
         try:
-            other_hp = resolve(entry.schema_for(type(problem)), {}, name)
+            other_hp = resolve_pair(entry, registry.ProblemEntry.of(problem)).resolve({}).optimizer
             p = plan_run(name, entry.factory, other_hp, problem, plan_.device, facts=plan_.facts,
                          measure_framework=False)
         except Exception:  # an optimizer that cannot plan is simply not suggested
