@@ -54,7 +54,7 @@ def test_gpu_suite_budget_leaves_partial_results(tmp_path):
 
 def test_run_and_plan_need_no_optional_library(tmp_path):
     code = ("import importlib.util, sys\n"
-            "from harness.cli import main\n"
+            "from cli import main\n"
             "assert all(importlib.util.find_spec(m) is None for m in "
             "('cma', 'optuna', 'nevergrad', 'cocoex', 'cocopp', 'datasets', 'submitit', 'mlflow'))\n"
             "assert main(['plan', '--optimizer', 'es', '--problem', 'qwen3-0.5b', '--device', 'cuda']) == 0\n"

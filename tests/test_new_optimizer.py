@@ -101,5 +101,7 @@ def test_its_memory_is_weights_gradients_and_its_declared_states(new_optimizer):
     facts = planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000, trainable_bytes=4000)
     hp = {k: p.default for k, p in registry.optimizer(NAME).schema().items()}
     parts = new_optimizer.SGDMomentum.memory_model(hp, facts)
-    assert parts["gradients"] == 4000 and parts["optimizer_states"] == 4000
+    assert parts["optimizer_states"] == 4000                   # held all run: the momentum buffer
+    phases = new_optimizer.SGDMomentum.memory_phases(hp, facts)
+    assert phases["backward"]["gradients"] == 4000 and phases["step"]["gradients"] == 4000
     assert new_optimizer.SGDMomentum.memory_model({**hp, "momentum": 0.0}, facts)["optimizer_states"] == 0
