@@ -13,7 +13,9 @@ class MARS(Backprop):
                  "(ICML 2025), arXiv:2411.10438; library: pytorch-optimizer (pytorch_optimizer.MARS)")
     RUNTIME_IMPORTS = Backprop.RUNTIME_IMPORTS + ("pytorch_optimizer",)
     SHARD_SETTINGS = {}
-    NOT_SHARDABLE = "mars clips each tensor's gradient correction by its whole norm (not checked on FSDP shards)"
+    # tried on 2 CPU ranks (torch 2.13): its foreach step calls aten._foreach_copy_, which has no
+    # DTensor sharding strategy (NotImplementedError)
+    NOT_SHARDABLE = "pytorch_optimizer's MARS does not step FSDP's DTensor shards (torch 2.13: _foreach_copy_)"
     STATES_PER_PARAM = 3   # two moments and the previous gradient
     # foreach on CUDA: the gradient corrections and the updates (a clone of the first moments),
     # each for every tensor at once (2); read from pytorch_optimizer/optimizer/mars.py, not measured

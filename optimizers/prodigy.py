@@ -14,7 +14,9 @@ class Prodigy(Backprop):
                  "(ICML 2024), arXiv:2306.06101; library: pytorch-optimizer (pytorch_optimizer.Prodigy)")
     RUNTIME_IMPORTS = Backprop.RUNTIME_IMPORTS + ("pytorch_optimizer",)
     SHARD_SETTINGS = {}
-    NOT_SHARDABLE = "prodigy's step size comes from sums over every whole tensor (not checked on FSDP shards)"
+    # tried on 2 CPU ranks (torch 2.13): its step-size sums mix DTensor shards with plain
+    # tensors and the run fails
+    NOT_SHARDABLE = "pytorch_optimizer's Prodigy does not step FSDP's DTensor shards (its step-size sums)"
     STATES_PER_PARAM = 4   # two moments, the initial point p0 and the sum s
     # foreach on CUDA: p0 - p and the square roots of the second moments, each for every
     # tensor at once (2); read from pytorch_optimizer/optimizer/prodigy.py, not measured

@@ -137,3 +137,21 @@ def test_muon_is_refused_in_one_line_on_a_torch_without_it(monkeypatch):
 
 def test_at_least_eight_gradient_optimizers_are_registered():
     assert len([n for n, e in registry.OPTIMIZERS.items() if e.factory.BACKPROP]) >= 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sgd", "lion", "ademamix", "adamw-schedulefree"])
+def test_those_that_keep_shard_fsdp_follow_one_process_on_two_ranks(name, tmp_path, one_thread):
+    """FSDP2 on 2 CPU ranks (gloo) steps the library's object on DTensor shards: the losses and
+    the final metric follow one process's up to summation order (as adam's, tests/test_fsdp.py)."""
+    from conftest import load_jsonl, only_run_dir, run_inprocess, torchrun
+
+    one = run_inprocess(tmp_path / "one", name, 4)
+    proc = torchrun("--optimizer", name, "--problem", "qwen3-tiny", "--steps", "4", "--set", "shard=fsdp",
+                    "--checkpoint-every", "2", "--runs-dir", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = load_jsonl(only_run_dir(tmp_path / "two") / "metrics.jsonl")
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    for a, b in zip(one[1:], two[1:]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=0)
+    assert two[-1]["metric"] == pytest.approx(one[-1]["metric"], rel=1e-3)
