@@ -11,6 +11,7 @@ inherits every default below and overrides what it needs.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,14 @@ class Optimizer:
         """What problem.evaluate() scores: None for weights problems (the model is the
         solution, held in place), a config dict for search spaces, masks for pruning."""
         return None
+
+    @contextlib.contextmanager
+    def evaluation(self):
+        """The solution as it is to be scored, for the duration of problem.evaluate (the
+        runner enters it around every evaluation, untimed): e.g. Schedule-Free's averaged
+        point swapped into the model, and the training point restored on exit. Default:
+        the solution as it is."""
+        yield
 
     def collective_checkpoint(self) -> bool:
         """True when state_dict/load_state_dict (this one's and the problem's) are collectives

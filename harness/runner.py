@@ -126,7 +126,8 @@ class Runner:
                 return "diverged", f"non-finite loss {record['loss']} at step {state.step}"
             done = self._finished()
             if state.step % prepared.eval_every == 0 or done:         # held-out metric, untimed
-                record.update(state.evaluated(prepared.problem.evaluate(self.opt.solution())))
+                with self.opt.evaluation():
+                    record.update(state.evaluated(prepared.problem.evaluate(self.opt.solution())))
             writer.write(record)                               # one whole line per step
             state.wall_s = self._wall()
             every = prepared.spec.checkpoint_every
@@ -182,7 +183,8 @@ class Runner:
             (self.dir / "metrics.jsonl").unlink(missing_ok=True)
         writer = self._writer()
         initial = {"step": 0, "evals": 0, "time_s": 0.0, "loss": None}
-        initial.update(self.state.evaluated(self.prepared.problem.evaluate(self.opt.solution())))
+        with self.opt.evaluation():
+            initial.update(self.state.evaluated(self.prepared.problem.evaluate(self.opt.solution())))
         writer.write(initial)
         return writer
 

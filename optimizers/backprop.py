@@ -31,6 +31,14 @@ the whole batch's mean loss, and DDP all-reduces the gradients. The result
 matches one process up to float summation order (not bit for bit; see
 docs/distributed.md for the measured difference).
 
+`torch_optimizer` may return several torch optimizers over disjoint groups (Muon on
+the hidden matrices, AdamW on the rest): they step, zero and checkpoint as one
+(`Chain`). Each group's own lr is its peak, scaled by the warmup factor every step.
+An optimizer that evaluates at another point than it trains at (Schedule-Free)
+sets TRAIN_EVAL_MODES: its torch optimizer's eval() is called around every
+evaluation (`evaluation`) and train() after it, the fp32 masters copied to the
+model each time.
+
 `--set shard=fsdp` (torchrun only) shards instead of replicating: FSDP2 per
 decoder layer, then the root (harness/fsdp.py), so weights, gradients and the
 optimizer's states are split over the ranks; the batch is sliced and the loss
@@ -71,6 +79,12 @@ class Backprop(Optimizer):
     # The checkpoint's key of the torch optimizer's state (a subclass may keep an older name
     # so that its runs written before this base still resume).
     CHECKPOINT_KEY = "torch_optimizer"
+    # Why shard=fsdp cannot step this optimizer correctly (e.g. it needs whole matrices):
+    # when set, shard=fsdp is refused with this reason, and SHARD_SETTINGS must be {}
+    NOT_SHARDABLE = ""
+    # True when the torch optimizer has train()/eval() modes and is to be evaluated in eval
+    # mode (Schedule-Free: the averaged point x, while it trains at y)
+    TRAIN_EVAL_MODES = False
     PARAMS = {
         "lr": Param(1e-3, float, "learning rate", low=0.0),
         "weight_decay": Param(0.0, float, "weight decay, as the torch optimizer applies it", low=0.0),
@@ -87,9 +101,10 @@ class Backprop(Optimizer):
     }
 
     # -- what a gradient optimizer declares ----------------------------------------
-    def torch_optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer:
-        """The torch optimizer stepping `param_groups` (one group: {"params": [...]}),
-        from self.hp; the base sets each group's lr every step (warmup)."""
+    def torch_optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
+        """The torch optimizer stepping `param_groups` (one group: {"params": [...]}, in the
+        order of self.param_names), from self.hp, or several over a split of them; each
+        group's lr as built is its peak, which the base scales every step (warmup)."""
         raise NotImplementedError
 
     @classmethod
@@ -101,6 +116,8 @@ class Backprop(Optimizer):
     # -- checks and memory, before anything is built ---------------------------------
     @classmethod
     def check_hparams(cls, hp: dict) -> None:
+        if hp.get("shard") == "fsdp" and cls.NOT_SHARDABLE:
+            raise UsageError(f"--set shard=fsdp: {cls.NOT_SHARDABLE}; use shard=ddp")
         if hp.get("offload", "off") != "off" and hp.get("shard") != "fsdp":
             raise UsageError(f"--set offload={hp['offload']}: only with --set shard=fsdp")
 
@@ -182,7 +199,8 @@ class Backprop(Optimizer):
         self.master = None
         if low_precision and self.hp["fp32_master"]:
             self.master = [p.detach().float().clone().requires_grad_(True) for p in params]
-        self.opt = self.torch_optimizer([{"params": self.master if self.master is not None else params}])
+        self.param_names = [n for n, _ in self.problem.trainable()]
+        self._build_torch_optimizer(self.master if self.master is not None else params)
         if distributed.world_size() > 1:
             _check_splittable(self.problem)
             from torch.nn.parallel import DistributedDataParallel
@@ -204,7 +222,13 @@ class Backprop(Optimizer):
                                self.hp["offload"] == "cpu")
         self.autocast, self.master = False, None   # FSDP's MixedPrecisionPolicy does both
         self.params = [p for _, p in self.problem.trainable()]   # now sharded DTensors
-        self.opt = self.torch_optimizer([{"params": self.params}])
+        self.param_names = [n for n, _ in self.problem.trainable()]
+        self._build_torch_optimizer(self.params)
+
+    def _build_torch_optimizer(self, stepped: list) -> None:
+        built = self.torch_optimizer([{"params": stepped}])
+        self.opt = Chain(built) if isinstance(built, (list, tuple)) else built
+        self._peak_lrs = [group["lr"] for group in self.opt.param_groups]
 
     def collective_checkpoint(self) -> bool:
         return self.fsdp is not None
@@ -242,10 +266,7 @@ class Backprop(Optimizer):
         if self.hp["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(stepped, self.hp["grad_clip"])
         self.opt.step()
-        if self.master is not None:
-            with torch.no_grad():
-                for m, p in zip(self.master, self.params):
-                    p.copy_(m)
+        self._copy_master()
         # one forward + one backward (2 forwards) over the whole batch, micro-batches summed
         return StepResult(loss=float(loss), evals=1, forwards=3, extra={"lr": lr})
 
@@ -275,10 +296,34 @@ class Backprop(Optimizer):
         """This step's learning rate (linear warmup), set on the optimizer's groups; a pure
         function of the step, so there is no scheduler state to checkpoint."""
         warmup = self.hp["warmup_steps"]
-        lr = self.hp["lr"] * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        return lr
+        factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        for group, peak in zip(self.opt.param_groups, self._peak_lrs):
+            group["lr"] = peak * factor
+        return self.hp["lr"] * factor
+
+    @contextlib.contextmanager
+    def evaluation(self):
+        """TRAIN_EVAL_MODES: the torch optimizer's eval point in the model while it is
+        scored, its train point back afterwards (fp32 masters copied to the model both
+        ways). eval() then train() is not bit for bit the identity, but every run, killed
+        and resumed or not, makes the same calls at the same steps (the checkpoint,
+        written after the evaluation, holds the train point): resume stays exact."""
+        if not self.TRAIN_EVAL_MODES:
+            yield
+            return
+        self.opt.eval()
+        self._copy_master()
+        try:
+            yield
+        finally:
+            self.opt.train()
+            self._copy_master()
+
+    def _copy_master(self) -> None:
+        if self.master is not None:
+            with torch.no_grad():
+                for m, p in zip(self.master, self.params):
+                    p.copy_(m)
 
     @contextlib.contextmanager
     def _through_ddp(self):
@@ -318,6 +363,42 @@ class Backprop(Optimizer):
             with torch.no_grad():
                 for m, saved in zip(self.master, state["master"]):
                     m.copy_(saved)
+
+
+class Chain:
+    """Several torch optimizers over disjoint parameter groups, used as one: zero_grad,
+    step and train/eval go to each in order, param_groups is all of theirs, and the
+    state dict is the list of theirs."""
+
+    def __init__(self, optimizers):
+        self.optimizers = list(optimizers)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def train(self) -> None:
+        for opt in self.optimizers:
+            opt.train()
+
+    def eval(self) -> None:
+        for opt in self.optimizers:
+            opt.eval()
+
+    def state_dict(self) -> dict:
+        return {"chain": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for opt, saved in zip(self.optimizers, state["chain"], strict=True):
+            opt.load_state_dict(saved)
 
 
 def _my_slice(batch):

@@ -297,6 +297,7 @@ def test_table_of_all_reads_the_registry(tmp_path):
                                 skip_undeclared=True)
     row = result["rows"][0]
     backprop = [n for n in names if registry.optimizer(n).factory.BACKPROP]
-    assert backprop == ["adam"] and row["adam_over_eggroll"] == row["adam_bytes"] / row["eggroll_bytes"]
+    assert {"adam", "muon", "sgd"} <= set(backprop)
+    assert row["adam_over_eggroll"] == row["adam_bytes"] / row["eggroll_bytes"]
     assert "adam/es" in result["markdown"] and "es/adam" not in result["markdown"]
     assert row["eggroll_settings"]["population"] == 30 and row["cma_settings"]["popsize"] == 30
