@@ -244,6 +244,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_run_directory(tmp_path, capsys, m
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(store, "atomic_write_bytes", full)
+    # an empty planner cache: its write fails first, and a cache must not stop the run
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     code, _, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1",
                          "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 2 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err

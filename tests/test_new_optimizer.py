@@ -15,9 +15,10 @@ from conftest import (bad_values, build_optimizer, check_bad_value_is_exit_2, ch
                       check_memory_model, check_steps_kill_and_resume, make_problem)
 from harness import planner, registry
 
-NAME = "test-sgd-momentum"
+NAME = "test-rmsprop"
+# RMSprop, which the package does not register (so nothing in it knows this optimizer)
 MODULE = textwrap.dedent(f'''
-    """SGD with (Nesterov) momentum on the backprop base: torch.optim.SGD."""
+    """RMSprop on the backprop base: torch.optim.RMSprop."""
     import torch
 
     from harness.params import Param
@@ -25,22 +26,24 @@ MODULE = textwrap.dedent(f'''
     from optimizers.backprop import Backprop
 
 
-    @register_optimizer("{NAME}", kinds=["weights"], description="SGD with momentum (torch.optim.SGD)")
-    class SGDMomentum(Backprop):
-        REFERENCE = "Sutskever et al., On the importance of initialization and momentum (ICML 2013)"
+    @register_optimizer("{NAME}", kinds=["weights"], description="RMSprop (torch.optim.RMSprop)")
+    class RMSprop(Backprop):
+        REFERENCE = "Tieleman & Hinton, Lecture 6.5, COURSERA: Neural Networks for Machine Learning (2012)"
         PARAMS = {{
-            "lr": Param(0.05, float, "learning rate", low=0.0),
-            "momentum": Param(0.9, float, "momentum (0 = plain SGD, no state)", low=0.0, high=1.0),
-            "nesterov": Param(False, bool, "Nesterov momentum"),
+            "lr": Param(0.01, float, "learning rate", low=0.0),
+            "alpha": Param(0.99, float, "smoothing of the squared-gradient average", low=0.0, high=1.0),
+            "momentum": Param(0.0, float, "momentum (0 = none, no buffer)", low=0.0, high=1.0),
+            "centered": Param(False, bool, "divide by the gradient's variance estimate"),
         }}
 
         @classmethod
-        def states_per_param(cls, hp):
-            return 1 if hp["momentum"] > 0 else 0   # the momentum buffer
+        def states_per_param(cls, hp):   # square average, momentum buffer, gradient average
+            return 1 + (hp["momentum"] > 0) + hp["centered"]
 
         def torch_optimizer(self, param_groups):
-            return torch.optim.SGD(param_groups, lr=self.hp["lr"], momentum=self.hp["momentum"],
-                                   nesterov=self.hp["nesterov"], weight_decay=self.hp["weight_decay"])
+            return torch.optim.RMSprop(param_groups, lr=self.hp["lr"], alpha=self.hp["alpha"],
+                                       momentum=self.hp["momentum"], centered=self.hp["centered"],
+                                       weight_decay=self.hp["weight_decay"])
 ''')
 
 
@@ -49,22 +52,22 @@ def new_optimizer(tmp_path_factory):
     """The module written to a temporary folder and imported (which registers it); taken
     out of the registry again afterwards."""
     folder = tmp_path_factory.mktemp("plugin")
-    (folder / "sgd_momentum_plugin.py").write_text(MODULE)
+    (folder / "rmsprop_plugin.py").write_text(MODULE)
     sys.path.insert(0, str(folder))
     try:
-        module = importlib.import_module("sgd_momentum_plugin")
+        module = importlib.import_module("rmsprop_plugin")
         yield module
     finally:
         registry.OPTIMIZERS.pop(NAME, None)
-        sys.modules.pop("sgd_momentum_plugin", None)
+        sys.modules.pop("rmsprop_plugin", None)
         sys.path.remove(str(folder))
 
 
 def test_the_whole_optimizer_is_one_class_under_40_lines(new_optimizer):
     import inspect
 
-    lines = inspect.getsource(new_optimizer.SGDMomentum).splitlines()
-    assert len(lines) < 40 and registry.optimizer(NAME).factory is new_optimizer.SGDMomentum
+    lines = inspect.getsource(new_optimizer.RMSprop).splitlines()
+    assert len(lines) < 40 and registry.optimizer(NAME).factory is new_optimizer.RMSprop
 
 
 def test_it_passes_conformance(new_optimizer, tmp_path, monkeypatch, capsys):
@@ -76,7 +79,7 @@ def test_it_passes_conformance(new_optimizer, tmp_path, monkeypatch, capsys):
             check_bad_value_is_exit_2(NAME, "weights", key, value, tmp_path / f"bad-{key}-{value}", capsys)
 
 
-def test_it_steps_what_torch_sgd_steps(new_optimizer, one_thread):
+def test_it_steps_what_torch_rmsprop_steps(new_optimizer, one_thread):
     """The base adds nothing to the torch optimizer's arithmetic on fp32 weights."""
     problem = make_problem("digits-mlp", seed=2)
     problem.build(torch.device("cpu"))
@@ -89,7 +92,7 @@ def test_it_steps_what_torch_sgd_steps(new_optimizer, one_thread):
         for (_, p), s in zip(problem.trainable(), start):
             p.copy_(s)
     params = [p for _, p in problem.trainable()]
-    reference = torch.optim.SGD(params, lr=0.05, momentum=0.5)
+    reference = torch.optim.RMSprop(params, lr=0.01, momentum=0.5)
     for k in (0, 1):
         reference.zero_grad()
         sum(problem.loss(piece) * w for piece, w in problem.micro_batches(problem.batch(k))).backward()
@@ -100,8 +103,9 @@ def test_it_steps_what_torch_sgd_steps(new_optimizer, one_thread):
 def test_its_memory_is_weights_gradients_and_its_declared_states(new_optimizer):
     facts = planner.ModelFacts(param_count=1000, trainable_count=1000, weight_bytes=4000, trainable_bytes=4000)
     hp = {k: p.default for k, p in registry.optimizer(NAME).schema().items()}
-    parts = new_optimizer.SGDMomentum.memory_model(hp, facts)
-    assert parts["optimizer_states"] == 4000                   # held all run: the momentum buffer
-    phases = new_optimizer.SGDMomentum.memory_phases(hp, facts)
+    parts = new_optimizer.RMSprop.memory_model(hp, facts)
+    assert parts["optimizer_states"] == 4000                   # held all run: the square average
+    phases = new_optimizer.RMSprop.memory_phases(hp, facts)
     assert phases["backward"]["gradients"] == 4000 and phases["step"]["gradients"] == 4000
-    assert new_optimizer.SGDMomentum.memory_model({**hp, "momentum": 0.0}, facts)["optimizer_states"] == 0
+    assert new_optimizer.RMSprop.memory_model({**hp, "momentum": 0.9, "centered": True},
+                                              facts)["optimizer_states"] == 3 * 4000

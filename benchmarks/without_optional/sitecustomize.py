@@ -4,6 +4,7 @@ importlib.util.find_spec("cma") is None. Used by `gpu_device.sh check` and tests
 
 import sys
 
-OPTIONAL = ("cma", "optuna", "nevergrad", "cocoex", "cocopp", "datasets", "submitit", "mlflow")
+OPTIONAL = ("cma", "optuna", "nevergrad", "cocoex", "cocopp", "datasets", "submitit", "mlflow",
+            "pytorch_optimizer")
 for _name in OPTIONAL:
     sys.modules[_name] = None

@@ -51,7 +51,10 @@ class JsonMemo:
         if len(data) >= self.max_entries:   # a cache, not a record: start over when full
             data = {}
         data[key] = value
-        atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())
+        try:
+            atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())
+        except OSError:   # a cache, not a record: a full or read-only disk only costs a recomputation
+            pass
 
 
 def stack_key() -> str:
