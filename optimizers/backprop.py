@@ -80,7 +80,7 @@ class Backprop(Optimizer):
     # so that its runs written before this base still resume).
     CHECKPOINT_KEY = "torch_optimizer"
     # Why shard=fsdp cannot step this optimizer correctly (e.g. it needs whole matrices):
-    # when set, shard=fsdp is refused with this reason, and SHARD_SETTINGS must be {}
+    # when set, shard=fsdp is refused with this reason (and the planner offers no sharding)
     NOT_SHARDABLE = ""
     # True when the torch optimizer has train()/eval() modes and is to be evaluated in eval
     # mode (Schedule-Free: the averaged point x, while it trains at y)
@@ -99,6 +99,11 @@ class Backprop(Optimizer):
         "offload": Param("off", str, "with shard=fsdp: cpu keeps the sharded weights, gradients and "
                          "optimizer states in host memory (FSDP2 CPUOffloadPolicy)", choices=("off", "cpu")),
     }
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.NOT_SHARDABLE:   # nothing to shard: the planner must not suggest shard=fsdp
+            cls.SHARD_SETTINGS = {}
 
     # -- what a gradient optimizer declares ----------------------------------------
     def torch_optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:

@@ -12,7 +12,6 @@ class MARS(Backprop):
     REFERENCE = ("Yuan et al., MARS: Unleashing the Power of Variance Reduction for Training Large Models "
                  "(ICML 2025), arXiv:2411.10438; library: pytorch-optimizer (pytorch_optimizer.MARS)")
     RUNTIME_IMPORTS = Backprop.RUNTIME_IMPORTS + ("pytorch_optimizer",)
-    SHARD_SETTINGS = {}
     # tried on 2 CPU ranks (torch 2.13): its foreach step calls aten._foreach_copy_, which has no
     # DTensor sharding strategy (NotImplementedError)
     NOT_SHARDABLE = "pytorch_optimizer's MARS does not step FSDP's DTensor shards (torch 2.13: _foreach_copy_)"

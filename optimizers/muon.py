@@ -37,7 +37,6 @@ class Muon(Backprop):
     REFERENCE = ("Muon: K. Jordan et al., Muon: An optimizer for hidden layers in neural networks "
                  "(2024, kellerjordan.github.io/posts/muon); match_rms_adamw: Liu et al., Muon is "
                  "Scalable for LLM Training, arXiv:2502.16982; library: torch.optim.Muon + torch.optim.AdamW")
-    SHARD_SETTINGS = {}
     NOT_SHARDABLE = "muon orthogonalizes whole matrices (Newton-Schulz), which FSDP splits over ranks"
     # Muon's momentum buffer (1) on the hidden matrices, AdamW's two moments on the rest: the
     # planner's facts do not say how the parameters split, so this declares the upper bound 2

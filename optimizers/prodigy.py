@@ -13,7 +13,6 @@ class Prodigy(Backprop):
     REFERENCE = ("Mishchenko & Defazio, Prodigy: An Expeditiously Adaptive Parameter-Free Learner "
                  "(ICML 2024), arXiv:2306.06101; library: pytorch-optimizer (pytorch_optimizer.Prodigy)")
     RUNTIME_IMPORTS = Backprop.RUNTIME_IMPORTS + ("pytorch_optimizer",)
-    SHARD_SETTINGS = {}
     # tried on 2 CPU ranks (torch 2.13): its step-size sums mix DTensor shards with plain
     # tensors and the run fails
     NOT_SHARDABLE = "pytorch_optimizer's Prodigy does not step FSDP's DTensor shards (its step-size sums)"

@@ -12,7 +12,6 @@ class SOAP(Backprop):
     REFERENCE = ("Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (ICLR 2025), "
                  "arXiv:2409.11321; library: pytorch-optimizer (pytorch_optimizer.SOAP)")
     RUNTIME_IMPORTS = Backprop.RUNTIME_IMPORTS + ("pytorch_optimizer",)
-    SHARD_SETTINGS = {}
     NOT_SHARDABLE = ("soap preconditions each whole matrix (eigenbases of G G^T and G^T G), "
                      "which FSDP splits over ranks")
     # two moments, plus per matrix m x n the statistics and eigenbases of both sides,
