@@ -76,8 +76,8 @@ SMOKE = {
 class Suite:
     """The result dict, saved after every change; the budget clock."""
 
-    def __init__(self, out: Path, budget_s: float, result: dict):
-        self.out, self.budget_s, self.result = out, budget_s, result
+    def __init__(self, out: Path, budget_s: float, result: dict, device: torch.device):
+        self.out, self.budget_s, self.result, self.device = out, budget_s, result, device
         self.t0 = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
 
@@ -407,8 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python benchmarks/gpu_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "plans": {}, "memory": [], "speed": None, "cli": None, "tests": None,
               "skipped": [], "errors": [], "stage_seconds": {}}
-    suite = Suite(args.out, args.budget_s, result)
-    suite.device = device
+    suite = Suite(args.out, args.budget_s, result, device)
     suite.stage("plans", lambda: plan_rows(cfg, device, suite))   # before any CUDA context
     if device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(device)

@@ -36,6 +36,14 @@ def perturbation_bytes(facts) -> int:
     return int(4 * numel * (1 if facts.dtype_bytes == 4 else 2))
 
 
+def in_place_phases(facts) -> dict[str, dict[str, int]]:
+    """The memory phases of an in-place perturbation method (es, mezo): one tensor's noise
+    while it is added or taken back, one no-grad forward's activations while a member is
+    scored, never both (on an H200 their sum over-counted the peak by 11-40%, docs/gpu.md)."""
+    return {"perturbing": {"noise": perturbation_bytes(facts)},
+            "forward": {"activations": int(facts.forward_activation_bytes)}}
+
+
 class Perturber:
     """In-place perturbations of a fixed, ordered list of tensors."""
 

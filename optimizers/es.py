@@ -26,7 +26,7 @@ import torch
 
 from harness.params import Param
 from harness.registry import register_optimizer
-from optimizers._perturb import Perturber, perturbation_bytes, tensor_noise
+from optimizers._perturb import Perturber, in_place_phases, perturbation_bytes, tensor_noise
 from optimizers.population import PopulationES
 
 
@@ -67,13 +67,10 @@ class ES(PopulationES):
 
     @classmethod
     def memory_phases(cls, hp: dict, facts) -> dict[str, dict[str, int]] | None:
-        """In place: the noise of one tensor exists while it is added or taken back, the
-        activations of one no-grad forward while a member is scored, never both (on an H200
-        the sum over-counted by 11-40%, docs/gpu.md)."""
+        """In place (K = 1) as every in-place method; batched: none (memory_model counts all)."""
         if min(hp["members_per_forward"], hp["population"]) > 1:
             return None
-        return {"perturbing": {"noise": perturbation_bytes(facts)},
-                "forward": {"activations": int(facts.forward_activation_bytes)}}
+        return in_place_phases(facts)
 
     # -- the perturbation (the population-ES base's hooks) --------------------------
     def setup(self) -> None:

@@ -19,7 +19,7 @@ from harness.optimizer import Optimizer, StepResult
 from harness.params import Param
 from harness.registry import register_optimizer
 from harness.seeding import derive_seed
-from optimizers._perturb import Perturber, perturbation_bytes
+from optimizers._perturb import Perturber, in_place_phases
 
 
 @register_optimizer("mezo", kinds=["weights"],
@@ -44,10 +44,7 @@ class MeZO(Optimizer):
 
     @classmethod
     def memory_phases(cls, hp: dict, facts) -> dict[str, dict[str, int]]:
-        """One tensor's noise while the weights are perturbed, one no-grad forward's
-        activations while a side is scored: never both (on an H200 the sum over-counted)."""
-        return {"perturbing": {"noise": perturbation_bytes(facts)},
-                "forward": {"activations": int(facts.forward_activation_bytes)}}
+        return in_place_phases(facts)
 
     def setup(self) -> None:
         self.pert = Perturber(self.problem.trainable())

@@ -132,6 +132,17 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """One harness cache for a whole test module (`pytestmark = pytest.mark.usefixtures(
+    "module_cache")`): what it builds once (the LoRA world, trained nets, traced facts) is
+    shared by its tests and by no other module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()

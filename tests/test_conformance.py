@@ -25,13 +25,7 @@ registry.load_all()
 CASES = [(name, kind) for name, entry in sorted(registry.OPTIMIZERS.items()) for kind in entry.kinds]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """One harness cache for the module (the LoRA world and trained nets are built once)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("module_cache")   # the LoRA world and trained nets built once
 
 
 def test_every_kind_has_a_smallest_problem():

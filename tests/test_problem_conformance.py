@@ -58,12 +58,7 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.mark.parametrize("name", sorted(registry.PROBLEMS, key=_natural))
