@@ -66,8 +66,10 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
                    ("md", scores_ap.to_markdown(index=False, floatfmt=".3g")), ("img", name)]
     blocks += [("h2", "Significance"),
                ("p", "Two-sided Mann-Whitney U between every pair of optimizers per problem, Holm-corrected "
-                     "within each (problem, quantity); `better` only where p_holm < 0.05: "
-                     "[significance.csv](significance.csv).")]
+                     "within each (problem, quantity); `better` only where p_holm < 0.05; beside it the effect "
+                     "size A12 (chance a run of optimizer_a beats one of optimizer_b), Welch's t and an exact "
+                     "permutation test (Holm-corrected), the seeds per side the rank test needs (`min_seeds`) "
+                     "and its `verdict` (\"too few seeds\" below that): [significance.csv](significance.csv).")]
     if not sig.empty:
         blocks.append(("md", sig.to_markdown(index=False, floatfmt=".3g")))
     if not scores.empty:
@@ -75,7 +77,7 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
                    ("p", "100 (f_random - f) / (f_random - f_best): 0 = random search's median, 100 = the "
                          "optimum (or best run); median over seeds [95% bootstrap CI]: [scores.csv](scores.csv)."),
                    ("md", scores.to_markdown(index=False, floatfmt=".4g"))]
-    return {"blocks": blocks, "winners": stats.winners(sig) if not sig.empty else {}}
+    return {"blocks": blocks, "winners": stats.winners(sig) if not sig.empty else {}, "significance": sig}
 
 
 SOURCES = {"coco": "COCO: f_opt + 10^2 ... 10^-8, 51 log-spaced",

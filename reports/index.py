@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import analysis, coco, ioh_export, plots, profile, tables
+from reports import analysis, coco, equivalence, ioh_export, plots, profile, summary, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -43,6 +43,9 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         "Zip the folder and upload it to IOHanalyzer.") if ioh_dir else
         "Not written: the `ioh` package is not installed (`pip install -e .[ioh]`).")]
     table_files = tables.write(runs, out, fixed["winners"])
+    mult = equivalence.multipliers(runs, curves)
+    equivalence_files = summary.multiplier_tables(mult, out)
+    sentences = [summary.sentence(p, runs, fixed["significance"], mult) for p in sorted(runs["problem"].unique())]
     figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):
         name = plots.curves_figure(problem, runs, curves, out)
@@ -59,7 +62,7 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost, "coco": cocopp_result}
+           "cost": cost, "coco": cocopp_result, "summary": sentences, "equivalence": equivalence_files}
     # the fixed-target analysis has its own page (many tables and figures), linked from the index
     title = "Fixed-target analysis, uncertainty and ECDFs"
     (out / "analysis.md").write_text("\n".join([f"# {title}", "", *_blocks_md(fixed["blocks"])]))
@@ -98,6 +101,8 @@ def _markdown(ctx: dict) -> str:
         "# Optimizer comparison report", "",
         f"Generated {ctx['generated']} by harness {harness.__version__} from `{ctx['runs_dir']}` "
         f"({len(runs)} runs: {counts}). All runs: [runs.csv](runs.csv).", "",
+        "## Summary", "", *[line for s in ctx["summary"] for line in (f"- {s}",)], "",
+        *_equivalence_md(ctx["equivalence"]),
         "## Environment of the runs", "", ctx["env"].to_markdown(index=False), "",
         "## Final results", "",
         "All problems in one file: [final_results.csv](final_results.csv).", "",
@@ -154,6 +159,8 @@ def _html(ctx: dict) -> str:
         f"<p>Generated {esc(ctx['generated'])} by harness {esc(harness.__version__)} from "
         f"<code>{esc(ctx['runs_dir'])}</code> ({len(runs)} runs: {esc(counts)}). "
         '<a href="runs.csv">All runs (CSV)</a>.</p>',
+        "<h2>Summary</h2><ul>", *[f"<li>{_bold(_links(s))}</li>" for s in ctx["summary"]], "</ul>",
+        *_equivalence_html(ctx["equivalence"]),
         "<h2>Environment of the runs</h2>", _table_html(ctx["env"]),
         '<h2>Final results</h2><p>All problems in one file: <a href="final_results.csv">final_results.csv</a>.</p>',
     ]
@@ -197,6 +204,35 @@ ANALYSIS_LINE = ("Runtimes to COCO/IOH targets and aRT on every cost axis, signi
                  "IOHanalyzer export: {md} · {html} (formulas: docs/analysis.md).")
 
 
+EQUIVALENCE_TITLE = "Compute-equivalent multiplier"
+
+
+def _equivalence_md(files: dict) -> list[str]:
+    if not files:
+        return [f"## {EQUIVALENCE_TITLE}", "", NO_REFERENCE, ""]
+    lines = [f"## {EQUIVALENCE_TITLE}", "", summary.LEGEND, ""]
+    for problem, f in files.items():
+        lines += [f"### {problem} (reference {f['reference']})", "", f"[Markdown]({f['md']}) · "
+                  "[CSV](equivalence.csv)", "", f["markdown"], ""]
+    return lines
+
+
+def _equivalence_html(files: dict) -> list[str]:
+    esc = html.escape
+    if not files:
+        return [f"<h2>{EQUIVALENCE_TITLE}</h2>", f"<p>{esc(NO_REFERENCE)}</p>"]
+    parts = [f"<h2>{EQUIVALENCE_TITLE}</h2>", f"<p>{esc(summary.LEGEND)}</p>"]
+    for problem, f in files.items():
+        parts += [f"<h3>{esc(problem)} (reference {esc(f['reference'])})</h3>",
+                  f'<p><a href="{esc(f["md"])}">Markdown</a> · <a href="equivalence.csv">CSV</a></p>',
+                  _md_table_to_html(f["markdown"])]
+    return parts
+
+
+NO_REFERENCE = ("No multiplier: no gradient (backprop) optimizer among the runs to measure the others against "
+                "(reports.equivalence.multipliers takes a reference by name).")
+
+
 def _blocks_md(blocks) -> list[str]:
     lines = []
     for kind, content in blocks:
@@ -218,6 +254,13 @@ def _links(text: str) -> str:
     import re
 
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', html.escape(text, quote=False))
+
+
+def _bold(text: str) -> str:
+    """Markdown's **bold** as <b> (in text already escaped)."""
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
 
 def _coco_line(result: dict, markdown: bool) -> str:

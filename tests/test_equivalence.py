@@ -109,3 +109,34 @@ def test_no_gradient_optimizer_means_no_reference():
     assert multipliers(runs, curves).empty
     assert not math.isnan(multipliers(runs, curves, reference="es", n_boot=10)["multiplier"].iloc[0])
     assert np.isfinite(multipliers(runs, curves, reference="es", n_boot=10)["multiplier"]).all()
+
+
+def test_the_index_opens_with_the_answer(tmp_path):
+    """A report's index starts with one sentence per problem: winner, margin, A12, the rank
+    test's "too few seeds" and the multiplier; adam is known to be a gradient optimizer from
+    the registry when config.json predates the `backprop` field."""
+    from harness import store
+    from reports.index import build
+
+    for opt, values in (("adam", REF_F), ("es", [10.0, 9.5, 9.0])):
+        for s in range(3):
+            d = tmp_path / "runs" / f"{opt}{s}"
+            d.mkdir(parents=True)
+            store.write_json(d / "config.json", {"optimizer": opt, "problem": "qwen3-tiny", "seed": s,
+                                                 "budget": {}, "optimizer_params": {}, "problem_params": {},
+                                                 "metric_name": "m", "metric_higher_is_better": False})
+            costs = REF_COST if opt == "adam" else [0, 80, 160]
+            with open(d / "metrics.jsonl", "w") as fh:
+                fh.writelines(store.dumps({"step": k, "evals": c, "time_s": c / 100, "forwards": float(c),
+                                           "metric": v + 0.01 * s, "loss": v}) + "\n" for k, (c, v) in enumerate(zip(costs, values)))
+            store.write_json(d / "summary.json", {"status": "ok", "final_metric": values[-1] + 0.01 * s,
+                                                  "forwards": 160.0, "metric_name": "m"})
+    build(tmp_path / "runs", tmp_path / "out")
+    index = (tmp_path / "out" / "index.md").read_text()
+    summary = index.split("## Summary")[1].split("##")[0]
+    assert "**adam** has the best median final m" in summary and "A12 = 1.00" in summary
+    assert "too few seeds (3 per side; 4 needed)" in summary
+    assert "Compute multiplier against adam" in summary and "es >= 16 [16, 16]" in summary   # 160 / 10
+    table = (tmp_path / "out" / "equivalence_qwen3-tiny.md").read_text()
+    assert ">= 16" in table and "reference" in table
+    assert "<h2>Summary</h2>" in (tmp_path / "out" / "index.html").read_text()
