@@ -125,7 +125,7 @@ class Runner:
                 writer.write(record)
                 return "diverged", f"non-finite loss {record['loss']} at step {state.step}"
             done = self._finished()
-            if state.step % prepared.eval_every == 0 or done:         # held-out metric, untimed
+            if prepared.evaluates(state.step) or done:                # held-out metric, untimed
                 with self.opt.evaluation():
                     record.update(state.evaluated(prepared.problem.evaluate(self.opt.solution())))
             writer.write(record)                               # one whole line per step

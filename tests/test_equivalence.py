@@ -128,7 +128,8 @@ def test_the_index_opens_with_the_answer(tmp_path):
             costs = REF_COST if opt == "adam" else [0, 80, 160]
             with open(d / "metrics.jsonl", "w") as fh:
                 fh.writelines(store.dumps({"step": k, "evals": c, "time_s": c / 100, "forwards": float(c),
-                                           "metric": v + 0.01 * s, "loss": v}) + "\n" for k, (c, v) in enumerate(zip(costs, values)))
+                                           "metric": v + 0.01 * s, "loss": v}) + "\n"
+                              for k, (c, v) in enumerate(zip(costs, values)))
             store.write_json(d / "summary.json", {"status": "ok", "final_metric": values[-1] + 0.01 * s,
                                                   "forwards": 160.0, "metric_name": "m"})
     build(tmp_path / "runs", tmp_path / "out")

@@ -23,6 +23,10 @@ def add_arguments(p) -> None:
     add_device_argument(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stored run from its checkpoint")
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps")
+    p.add_argument("--eval-schedule", default="linear", choices=["linear", "log"],
+                   help="when to evaluate the metric: linear (every --eval-every steps, default) or log "
+                        "(10 log-spaced steps per decade: 1, 2, 3, 4, 5, 6, 8, 10, 13, ...; resolves early "
+                        "progress for compute multipliers); the last step always")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="checkpoint every K steps (0 = never; default 100)")
     p.add_argument("--run-id", help="name of the run directory (default: generated)")
@@ -66,7 +70,7 @@ def _run(args) -> int:
         spec = runner.RunSpec(
             optimizer=args.optimizer, problem=args.problem, seed=args.seed,
             budget=budget or runner.Budget(steps=100), overrides=parse_set_args(args.set),
-            device=args.device, eval_every=args.eval_every,
+            device=args.device, eval_every=args.eval_every, eval_schedule=args.eval_schedule,
             checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
             force=args.force, threads=args.threads,
         )
