@@ -145,6 +145,7 @@ class Prepared:
         self.problem.check()
         self.optimizer_class.check_problem(self.problem)
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
+        self.plan = None   # the memory preflight's plan (harness.planner), once it ran
         self.threads = _threads(spec.threads, self.problem)
 
     @property

@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import analysis, coco, equivalence, ioh_export, plots, profile, summary, tables
+from reports import analysis, coco, equivalence, ioh_export, pareto, plots, profile, summary, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -46,12 +46,13 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     mult = equivalence.multipliers(runs, curves)
     equivalence_files = summary.multiplier_tables(mult, out)
     sentences = [summary.sentence(p, runs, fixed["significance"], mult) for p in sorted(runs["problem"].unique())]
-    figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
+    figures = {"curves": {}, "memory": None, "memory_quality": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):
         name = plots.curves_figure(problem, runs, curves, out)
         if name:
             figures["curves"][problem] = name
     figures["memory"] = plots.memory_figure(runs, out)
+    figures["memory_quality"] = pareto.figure(runs, out)
     figures["memory_by_size"] = plots.memory_by_size_figures(runs, out)
     cost = profile.costs(runs, curves)
     cost.to_csv(out / "profile_costs.csv", index=False)
@@ -72,8 +73,11 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         "</body></html>", ""]))
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
+    written = [*figures["curves"].values(), *figures["memory_by_size"].values(),
+               *(figures[k] for k in ("memory", "memory_quality", "profile") if figures[k]),
+               *(content for kind, content in fixed["blocks"] if kind == "img")]
     return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures,
-            "coco": cocopp_result}
+            "figure_files": sorted(set(written)), "coco": cocopp_result}
 
 
 NOTES = [
@@ -113,6 +117,9 @@ def _markdown(ctx: dict) -> str:
             name = ctx["figures"]["curves"][problem]
             lines += [f"![{problem} curves]({name})", ""]
     lines += ["## Peak memory", ""]
+    if ctx["figures"]["memory_quality"]:
+        lines += ["### Memory against final quality", "", MEMORY_QUALITY, "",
+                  f"![memory against quality]({ctx['figures']['memory_quality']})", ""]
     if ctx["figures"]["memory"]:
         lines += [f"![peak memory]({ctx['figures']['memory']})", ""]
     for family, name in ctx["figures"]["memory_by_size"].items():
@@ -172,6 +179,10 @@ def _html(ctx: dict) -> str:
             name = ctx["figures"]["curves"][problem]
             parts.append(f'<a href="{esc(name)}"><img src="{esc(name)}" alt="{esc(problem)} curves"></a>')
     parts.append("<h2>Peak memory</h2>")
+    if ctx["figures"]["memory_quality"]:
+        name = esc(ctx["figures"]["memory_quality"])
+        parts += ["<h3>Memory against final quality</h3>", f"<p>{esc(MEMORY_QUALITY)}</p>",
+                  f'<a href="{name}"><img src="{name}" alt="memory against final quality"></a>']
     if ctx["figures"]["memory"]:
         parts.append(f'<a href="memory.png"><img src="{esc(ctx["figures"]["memory"])}" alt="peak memory"></a>')
     for family, name in ctx["figures"]["memory_by_size"].items():
@@ -204,6 +215,9 @@ ANALYSIS_LINE = ("Runtimes to COCO/IOH targets and aRT on every cost axis, signi
                  "IOHanalyzer export: {md} · {html} (formulas: docs/analysis.md).")
 
 
+MEMORY_QUALITY = ("Each point is one seed: its peak memory (log) against its final metric; the dashed line is "
+                  "the Pareto front. On CPU the peak is the process's RSS; where the runs recorded the planner's "
+                  "framework baseline (interpreter + libraries) it is subtracted, as the axis says.")
 EQUIVALENCE_TITLE = "Compute-equivalent multiplier"
 
 

@@ -20,11 +20,11 @@ RUN_COLUMNS = [
     "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss", "final_metric", "best_metric",
     "metric_name", "metric_higher_is_better", "peak_memory_bytes", "peak_memory_method",
     "param_count", "device", "label", "harness", "git_commit", "python", "torch", "cpu", "gpu",
-    "forwards", "tokens", "flops", "mfu", "backprop",
+    "forwards", "tokens", "flops", "mfu", "backprop", "framework_bytes",
 ]
 NUMERIC = ["steps", "evals", "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss",
            "final_metric", "best_metric", "peak_memory_bytes", "param_count",
-           "forwards", "tokens", "flops", "mfu"]   # cost totals (harness.costs); NaN for older runs
+           "forwards", "tokens", "flops", "mfu", "framework_bytes"]   # cost totals (harness.costs); NaN for older runs
 
 
 def _num(value):

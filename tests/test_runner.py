@@ -157,6 +157,7 @@ def test_log_spaced_evaluations_are_recorded_and_survive_a_resume(tmp_path):
     evaluated = [r["step"] for r in load_jsonl(full / "metrics.jsonl") if r.get("metric") is not None]
     assert evaluated == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30]
     assert store.read_json(full / "config.json")["eval_schedule"] == "log"
+    assert "framework_bytes" in store.read_json(full / "summary.json")   # the planner's CPU baseline, if measured
     short, _ = run(RunSpec(**spec, budget=Budget(steps=12), runs_dir=str(tmp_path / "b")))
     resume(short, Budget(steps=30), progress=False)
     again = [r["step"] for r in load_jsonl(short / "metrics.jsonl") if r.get("metric") is not None]
