@@ -55,8 +55,10 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
     figures["memory_quality"] = pareto.figure(runs, out)
     figures["memory_by_size"] = plots.memory_by_size_figures(runs, out)
     cost = profile.costs(runs, curves)
-    cost.to_csv(out / "profile_costs.csv", index=False)
-    figures["profile"] = profile.figure(cost, out)
+    many = runs["problem"].nunique() >= analysis.MIN_PROFILE_PROBLEMS
+    if many and not cost.empty:
+        cost.to_csv(out / "profile_costs.csv", index=False)
+    figures["profile"] = profile.figure(cost, out) if many else None
     runs.to_csv(out / "runs.csv", index=False)
     cocopp_result = coco.build(runs, runs_dir, out)   # None: no bbob runs
     sweep = store.read_json(runs_dir / "sweep.json") if (runs_dir / "sweep.json").exists() else {}
@@ -91,6 +93,13 @@ NOTES = [
     "libraries included); on CUDA the allocator's peak (tensors only).",
     f"Performance profile (Dolan-More): {profile.NOTE}",
 ]
+
+
+def _no_profile(runs: pd.DataFrame) -> str:
+    n = runs["problem"].nunique()
+    if n < analysis.MIN_PROFILE_PROBLEMS:
+        return analysis.profile_skipped(n)
+    return "No problem has a finite loss to build a profile from."
 
 
 def _failed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +138,7 @@ def _markdown(ctx: dict) -> str:
         lines += [f"![performance profile]({ctx['figures']['profile']})", "",
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
-        lines += ["No problem has a finite loss to build a profile from.", ""]
+        lines += [_no_profile(runs), ""]
     lines += ["## Fixed-target analysis, uncertainty, ECDFs", "", ANALYSIS_LINE.format(
         md="[analysis.md](analysis.md)", html="[analysis.html](analysis.html)"), ""]
     if ctx["coco"]:
@@ -193,7 +202,7 @@ def _html(ctx: dict) -> str:
         parts += ['<a href="profile.png"><img src="profile.png" alt="performance profile"></a>',
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
-        parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+        parts.append(f"<p>{esc(_no_profile(runs))}</p>")
     parts += ["<h2>Fixed-target analysis, uncertainty, ECDFs</h2>", "<p>" + ANALYSIS_LINE.format(
         md='<a href="analysis.md">analysis.md</a>', html='<a href="analysis.html">analysis.html</a>') + "</p>"]
     if ctx["coco"]:
@@ -293,5 +302,5 @@ def _md_table_to_html(text: str) -> str:
     head, body = rows[0], [r for r in rows[2:]]
     cells = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
     out = ['<div class="scroll"><table><thead><tr>' + cells + "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
+    out += ["<tr>" + "".join(f"<td>{_bold(html.escape(c.strip()))}</td>" for c in r) + "</tr>" for r in body]
     return "\n".join(out + ["</tbody></table></div>"])
