@@ -164,3 +164,17 @@ def test_log_spaced_evaluations_are_recorded_and_survive_a_resume(tmp_path):
     assert again == [1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 16, 20, 25, 30]   # 12: the first budget's last step
     with pytest.raises(UsageError, match="--eval-schedule 'cubic'"):
         RunSpec(optimizer="random", problem="bbob-f1-d5", eval_schedule="cubic")
+
+
+def test_the_one_line_result_shows_where_the_metric_started(tmp_path, capsys):
+    """The run's line shows the held-out metric's first evaluation beside its final value and
+    direction: 'heldout_logprob=-3.78 (start -5.49, higher is better)'."""
+    from cli import main as cli_main
+
+    assert cli_main(["run", "--optimizer", "random", "--problem", "bbob-f1-d5", "--steps", "4",
+                     "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    run_dir = only_run_dir(tmp_path)
+    first = next(r["metric"] for r in load_jsonl(run_dir / "metrics.jsonl") if r.get("metric") is not None)
+    final = store.read_json(run_dir / "summary.json")["final_metric"]
+    assert f"={final:.6g} (start {first:.6g}, lower is better)" in line

@@ -51,6 +51,25 @@ def main(args) -> int:
         distributed.shutdown()
 
 
+def _metric_start(run_dir) -> str:
+    """' (start -5.49074, higher is better)': the held-out metric's first evaluation and its
+    direction, from the run's own files, so the one-line result shows where the run began."""
+    import json
+
+    from harness import store
+
+    try:
+        higher = store.read_json(Path(run_dir) / "config.json").get("metric_higher_is_better")
+        with open(Path(run_dir) / "metrics.jsonl") as fh:
+            start = next((r["metric"] for r in map(json.loads, fh) if r.get("metric") is not None), None)
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(start, (int, float)):
+        return ""
+    direction = "" if higher is None else f", {'higher' if higher else 'lower'} is better"
+    return f" (start {start:.6g}{direction})"
+
+
 def _run(args) -> int:
     from harness import runner, tracking
     from harness.spec import Prepared
@@ -81,6 +100,8 @@ def _run(args) -> int:
         run_dir, summary = runner.run(spec, progress=not args.no_progress, callbacks=loggers)
     metric = summary.get("final_metric")
     metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
+    if metric_txt:
+        metric_txt += _metric_start(run_dir)
     loss = summary.get("final_loss")
     loss_txt = f"final_loss={loss:.6g}" if isinstance(loss, float) else ""
     from harness import distributed
