@@ -145,6 +145,7 @@ class Prepared:
             "optimizer": self.spec.optimizer,
             "problem": self.spec.problem,
             "kind": self.kind,
+            "backprop": bool(self.optimizer_class.BACKPROP),   # a gradient optimizer (the reports' reference)
             "seed": self.spec.seed,
             "budget": asdict(self.spec.budget),
             "optimizer_params": self.opt_hp,
