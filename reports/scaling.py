@@ -144,6 +144,20 @@ def _colours(names) -> dict:
     return {n: cmap(i % 10) for i, n in enumerate(sorted(names))}
 
 
+def _save(fig, ax, path: Path, ylabel: str, *, log_y: bool) -> None:
+    """Every figure here: parameters on a log x axis, the legend top left, PNG at 110 dpi."""
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def multiplier_figure(mult: pd.DataFrame, trends: pd.DataFrame, extrapolate_to: dict[str, int], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     colours = _colours(mult["optimizer"].unique())
@@ -181,16 +195,8 @@ def multiplier_figure(mult: pd.DataFrame, trends: pd.DataFrame, extrapolate_to: 
         ax.text(math.sqrt(lo_x * top), 0.04, "EXTRAPOLATION (dashed): not measured", transform=ax.get_xaxis_transform(),
                 ha="center", fontsize=8, color="dimgrey")
     ax.axhline(1, color="black", lw=0.6)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("compute-equivalent multiplier on forwards\n"
-                  "(optimizer's forwards / best gradient method's to the same quality)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, "compute-equivalent multiplier on forwards\n"
+          "(optimizer's forwards / best gradient method's to the same quality)", log_y=True)
 
 
 def quality_figure(quality: pd.DataFrame, path: Path) -> None:
@@ -200,14 +206,7 @@ def quality_figure(quality: pd.DataFrame, path: Path) -> None:
         err = np.vstack([g["heldout_logprob"] - g["lo"], g["hi"] - g["heldout_logprob"]])
         ax.errorbar(g["params"], g["heldout_logprob"], yerr=np.nan_to_num(err), marker="o", capsize=3,
                     color=colours[opt], label=opt)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("heldout_logprob at the budget (median, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, "heldout_logprob at the budget (median, 95% CI)", log_y=False)
 
 
 def memory_figure(memory: pd.DataFrame, path: Path) -> None:
@@ -232,15 +231,7 @@ def memory_figure(memory: pd.DataFrame, path: Path) -> None:
     ax.text(0.01, 0.01, "ladder (<= 10M): 64 tokens x 8 samples, byte vocabulary; 0.5B and up: the problems' GPU "
             "defaults\n(512 tokens x 16 samples, micro-batch 4, vocabulary 151,936); eggroll stacks its whole "
             "population in one forward", transform=ax.transAxes, fontsize=7, color="dimgrey")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("peak memory, GiB")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, "peak memory, GiB", log_y=True)
 
 
 def _md(frame: pd.DataFrame) -> str:
