@@ -92,3 +92,24 @@ def test_tiny_study_end_to_end_draws_the_multiplier_figure(tmp_path, one_thread)
     for name in ("multiplier_vs_size.png", "quality_vs_size.png", "memory_vs_size.png"):
         png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, name
+
+
+def test_trend_fit_recovers_a_power_law_and_labels_what_it_cannot_fit():
+    import pandas as pd
+
+    from reports.scaling import fit_trends
+
+    n = [1e5, 1e6, 1e7]
+    rows = [{"optimizer": "es", "params": x, "multiplier": 30 * (x / 1e5) ** 0.5, "status": "value"} for x in n]
+    rows += [{"optimizer": "es", "params": 3e7, "multiplier": 500.0, "status": "lower_bound"},   # a bound: not fitted
+             {"optimizer": "mezo", "params": 1e5, "multiplier": 40.0, "status": "value"}]
+    trends = fit_trends(pd.DataFrame(rows), {"qwen3-32b": 32_762_123_264})
+    es = trends[trends["optimizer"] == "es"].iloc[0]
+    assert es["n_sizes"] == 3 and es["slope"] == pytest.approx(0.5) and es["r2"] == pytest.approx(1.0)
+    assert es["multiplier"] == pytest.approx(30 * (32_762_123_264 / 1e5) ** 0.5, rel=1e-6)
+    assert es["lo"] == pytest.approx(es["multiplier"]) == pytest.approx(es["hi"])   # a perfect fit: no spread
+    noisy = pd.DataFrame([{**r, "multiplier": r["multiplier"] * f} for r, f in zip(rows[:3], (1.3, 0.8, 1.2))])
+    band = fit_trends(noisy, {"qwen3-32b": 32_762_123_264}).iloc[0]
+    assert band["lo"] < band["multiplier"] < band["hi"] and band["slope_se"] > 0
+    mezo = trends[trends["optimizer"] == "mezo"].iloc[0]
+    assert mezo["status"] == "no fit: 1 size(s) with a value"
