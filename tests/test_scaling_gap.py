@@ -28,8 +28,10 @@ def test_transfer_rules_scale_adam_with_width_and_hold_the_rest():
     assert sg.transfer("adam", 64, 200) == {"lr": 5.06e-3, "weight_decay": 0.01582, "warmup_steps": 50}
     big = sg.transfer("adam", 384, 620)
     assert big["lr"] == pytest.approx(5.06e-3 / 6, rel=1e-3) and big["warmup_steps"] == 155
-    # es, eggroll, mezo, muon: the tiny settings unchanged at any width
-    for opt in ("es", "eggroll", "mezo", "muon"):
+    # mezo: lr x 64/hidden as adam's, eps held
+    assert sg.transfer("mezo", 128, 510) == {"lr": 9.465e-4, "eps": 5.892e-4}
+    # es, eggroll, muon: the tiny settings unchanged at any width
+    for opt in ("es", "eggroll", "muon"):
         assert sg.transfer(opt, 384, 620) == {**sg.TUNED[opt], **({"warmup_steps": 0} if opt == "muon" else {})}
     assert sg.TUNED["es"]["sigma"] == 0.01 and sg.TUNED["mezo"]["lr"] == 1.893e-3
 

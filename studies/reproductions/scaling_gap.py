@@ -74,7 +74,9 @@ RULES = {
           "element is alpha/sqrt(population)-sized whatever the width. EA4LLM ablates population and samples, "
           "not sigma or alpha (docs/ea4llm_ablation.md)",
     "eggroll": "as es (sigma, alpha, population held; rank 1)",
-    "mezo": "lr and eps held: MeZO (Malladi et al. 2023) uses one lr grid and eps 1e-3 at every OPT size",
+    "mezo": "lr x 64/hidden, eps held: ZO-SGD's step has a variance that grows with the number of parameters "
+            "(Malladi et al. 2023 bound its slowdown by the effective rank), and held, the tiny lr made qwen3-small "
+            "worse than its initialisation in the reduced run (docs/scaling.md)",
     "adam": "lr x 64/hidden (muP's Adam rule for hidden matrices, Yang et al. 2022, applied to every tensor); "
             "weight decay held; warmup the same fraction of the run (50 of 200 steps = 1/4)",
     "muon": "lr and adam_lr held: Muon's orthogonalised, shape-scaled update is what makes its lr transfer "
@@ -94,7 +96,7 @@ def transfer(optimizer: str, hidden: int, steps: int) -> dict:
     """The tuned qwen3-tiny settings of `optimizer` carried to a model of width `hidden` run
     for `steps` steps, by the rule RULES[optimizer] states."""
     hp = dict(TUNED[optimizer])
-    if optimizer == "adam":
+    if optimizer in ("adam", "mezo"):
         hp["lr"] = float(f"{hp['lr'] * BASE_HIDDEN / hidden:.4g}")
     if "warmup_steps" in hp:
         hp["warmup_steps"] = round(hp["warmup_steps"] * steps / TUNED_STEPS[optimizer])
