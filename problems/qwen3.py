@@ -20,6 +20,8 @@ attention never looks right) and the pad positions are masked in the loss.
 Sizes (layers/hidden/heads/kv heads/head dim/intermediate/tied):
   tiny   2/64/4/2/16/192/tied, vocab 256   (CPU tests: 50 ES iterations x 30 in ~1 min)
   small  4/128/4/2/32/384/tied, vocab 256  (CPU benchmark)
+  3m     4/256/8/4/32/768/tied, vocab 256  (the scaling ladder, 3.21M parameters)
+  10m    6/384/12/4/32/1152/tied, vocab 256 (the scaling ladder, 10.4M parameters)
   the EA4LLM paper's table (vocab 151936): 0.5b, 1.7b, 8b, 14b
   the public Qwen3 configs: 0.6b, 4b, 32b
   the paper's 4B / 32B rows as printed: 4b-ea4llm (6.44B), 32b-ea4llm (52.4B)
@@ -46,6 +48,8 @@ QWEN3_VOCAB = 151936
 SIZES = {
     "tiny": (2, 64, 4, 2, 16, 192, True, 256, "CPU-sized for tests"),
     "small": (4, 128, 4, 2, 32, 384, True, 256, "CPU-sized for the ES overhead benchmark"),
+    "3m": (4, 256, 8, 4, 32, 768, True, 256, "CPU-sized rung of the scaling ladder"),
+    "10m": (6, 384, 12, 4, 32, 1152, True, 256, "CPU-sized rung of the scaling ladder"),
     "0.5b": (24, 1024, 8, 4, 128, 4096, True, QWEN3_VOCAB, "EA4LLM paper table"),
     "1.7b": (28, 2048, 16, 8, 128, 6144, True, QWEN3_VOCAB, "EA4LLM paper table"),
     "8b": (36, 4096, 32, 8, 128, 12288, False, QWEN3_VOCAB, "EA4LLM paper table"),
@@ -56,7 +60,13 @@ SIZES = {
     "4b-ea4llm": (36, 4096, 32, 8, 128, 9728, True, QWEN3_VOCAB, "EA4LLM paper's 4B row as printed"),
     "32b-ea4llm": (64, 8192, 64, 8, 128, 25600, False, QWEN3_VOCAB, "EA4LLM paper's 32B row as printed"),
 }
-CPU_SIZES = ("tiny", "small")
+CPU_SIZES = ("tiny", "small", "3m", "10m")
+# The scaling ladder (studies/reproductions/scaling_gap.py): byte vocabulary, tied, head dim 32 from small
+# up, hidden x 2 and x 1.5 per rung, MLP 3 x hidden, as tiny and small. Their defaults keep the sequences
+# and samples of tiny (64 tokens x 8) so that one forward stays cheap on a CPU core: measured on the shared
+# 2-core machine, one thread, 8 x 64 tokens (docs/scaling.md): 13 ms tiny, 53 ms small, 135 ms 3m,
+# 290 ms 10m.
+LADDER_PRESETS = {"seq_len": 64, "samples": 8, "micro_batch": 8, "eval_samples": 32, "val_samples": 32}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -271,6 +281,8 @@ for _size, (*_shape, _vocab, _source) in SIZES.items():
         _presets.update(seq_len=512, samples=16, micro_batch=4, eval_samples=32, val_samples=32)
     if _size == "small":
         _presets.update(seq_len=256, samples=16, micro_batch=16, eval_samples=64)
+    if _size in ("3m", "10m"):
+        _presets.update(LADDER_PRESETS)
     register_problem(f"qwen3-{_size}", Qwen3Pretrain, family="qwen3",
                      description=_describe(_size, tuple(_shape), _vocab, _source),
                      shape=tuple(_shape), **_presets)

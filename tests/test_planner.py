@@ -150,6 +150,21 @@ def test_traced_activations_match_rss_of_a_fresh_process(mode):
     assert abs(r["planned"] - r["measured"]) <= 0.25 * r["measured"], r
 
 
+@pytest.mark.parametrize("problem", ["qwen3-3m", "qwen3-10m"])
+def test_scaling_ladder_sizes_are_planned_like_the_others(problem):
+    """The ladder's rungs (problems/qwen3.py) planned on the meta device: fp32 weights on the
+    CPU, bf16 on CUDA, and backprop's optimizer states and gradients above the inference-only
+    methods, as for every other size."""
+    registry.load_all()
+    n = registry.problem(problem).create().param_count()
+    plans = {o: planner.plan(o, problem, device="cuda") for o in ("es", "mezo", "eggroll", "adam", "muon")}
+    for opt, p in plans.items():
+        assert p.breakdown["weights"] >= 2 * n and p.peak_bytes == sum(p.breakdown.values()), (opt, p.breakdown)
+    assert plans["adam"].breakdown["gradients"] == 2 * n
+    assert plans["adam"].peak_bytes > 3 * plans["es"].breakdown["weights"] + plans["es"].peak_bytes
+    assert "gradients" not in plans["es"].breakdown and "gradients" not in plans["mezo"].breakdown
+
+
 # -- plan vs measured peak of real runs -----------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -166,6 +181,8 @@ def own_cache(tmp_path_factory):
     ("adam", "qwen3-small", [], 1),
     ("soap", "qwen3-small", [], 1),   # preconditioners 8 numbers per parameter here, from shapes
     ("muon", "qwen3-small", [], 1),
+    ("es", "qwen3-10m", ["population=2"], 1),     # the top of the scaling ladder
+    ("adam", "qwen3-10m", [], 1),
     ("cma", "digits-mlp", ["variant=sep"], 3),
     ("cma", "digits-mlp", ["variant=full", "hidden=32"], 3),  # 14 n^2 doubles at the checkpoint
 ])

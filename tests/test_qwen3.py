@@ -40,7 +40,8 @@ def test_list_shows_true_parameter_counts(cli):
     expected = {"qwen3-0.5b": "533,126,144", "qwen3-0.6b": "596,049,920", "qwen3-1.7b": "1,720,574,976",
                 "qwen3-8b": "8,190,735,360", "qwen3-14b": "14,768,307,200", "qwen3-4b": "4,022,468,096",
                 "qwen3-32b": "32,762,123,264", "qwen3-4b-ea4llm": "6,435,943,424",
-                "qwen3-32b-ea4llm": "52,419,387,392", "qwen3-tiny": "115,072"}
+                "qwen3-32b-ea4llm": "52,419,387,392", "qwen3-tiny": "115,072", "qwen3-small": "820,608",
+                "qwen3-3m": "3,213,824", "qwen3-10m": "10,425,600"}
     for name, count in expected.items():
         assert count in rows[name], rows[name]
 
