@@ -59,6 +59,8 @@ class RunItem:
         if len(self.sets) > len(self.axes) or safe != point:
             digest = hashlib.sha1(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]
             name += f"_{digest}"
+        if self.eval_schedule != "linear":   # another schedule is another run, not a finished one
+            name += f"_ev{self.eval_schedule}"
         return name
 
     @property

@@ -46,7 +46,7 @@ def test_plan_lists_every_size_optimizer_and_seed_at_equal_forwards():
         assert dict(e["item"].sets)["seq_len"] == "64"
     assert by_size == {"qwen3-tiny": {600}, "qwen3-small": {1020}, "qwen3-3m": {1380}, "qwen3-10m": {1860}}
     adam10 = next(e["item"] for e in entries if e["size"] == "qwen3-10m" and e["optimizer"] == "adam")
-    assert dict(adam10.sets)["lr"] == str(float(f"{5.06e-3 / 6:.4g}")) and adam10.eval_every == 6
+    assert dict(adam10.sets)["lr"] == str(float(f"{5.06e-3 / 6:.4g}")) and adam10.eval_schedule == "log"
 
 
 def test_dry_run_lists_the_runs_of_four_sizes(tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_tiny_study_end_to_end_draws_the_multiplier_figure(tmp_path, one_thread)
     for it in items:   # the runs the executor's children would make, in this process
         spec = runner.RunSpec(it.optimizer, it.problem, seed=it.seed, budget=runner.Budget(**it.budget),
                               overrides=dict(it.sets), runs_dir=str(runs), run_id=it.name, checkpoint_every=0,
-                              eval_every=it.eval_every)
+                              eval_schedule=it.eval_schedule)
         assert runner.run(spec, progress=False)[1]["status"] == "ok"
     text = exp.render(args, [])
     assert "## Compute-equivalent multiplier" in text and "extrapolation" in text
