@@ -91,3 +91,11 @@ def test_truncation_above_population_is_one_line_exit_2(tmp_path):
                    "--set", "population=4", "--set", "truncation=5", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "truncation=5" in proc.stderr and "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_thirty_generations_raise_qwen3_tiny_heldout_logprob(tmp_path):
+    # The done-when. Measured (seed 0, defaults): held-out loss 5.491 -> 5.356
+    # (heldout_logprob -5.491 -> -5.356); the bound keeps about half the gain.
+    m = run_inprocess(tmp_path, "deep-ga", 30)
+    assert m[-1]["heldout_loss"] < m[0]["heldout_loss"] - 0.06
