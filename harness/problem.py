@@ -208,6 +208,11 @@ class ExpertsProblem(WeightsProblem):
         """Accuracy of the model with its current adapter on a split ("val" is fitness)."""
         raise NotImplementedError
 
+    def sample_scores(self, split: str = "val") -> torch.Tensor:
+        """Per-sample score (1 solved, 0 not) of the current adapter on a split, every
+        task's samples in one fixed order: the resources of fitness sharing (m2n2)."""
+        raise NotImplementedError
+
 
 class SearchSpaceProblem(Problem):
     """A typed space and objective(config) -> float to minimise."""

@@ -54,7 +54,7 @@ SCHEDULE_PARAMS = {**schedule_params("sigma"), **schedule_params("alpha")}
 def check_schedules(hp: dict) -> None:
     """A schedule's own settings, before anything is built: one line naming the key."""
     for name in ("sigma", "alpha"):
-        form = hp[f"{name}_schedule"]
+        form = hp.get(f"{name}_schedule", "constant")   # an optimizer may schedule only sigma
         if form == "constant":
             continue
         if form in ("linear", "cosine") and hp[f"{name}_decay_steps"] is None:

@@ -1,25 +1,29 @@
-"""The population-ES family's base: the ES iteration, written once for es and eggroll.
+"""The population family's bases: members as seeds over one model's memory.
 
-Iteration k:
-  1. one batch = problem.batch(k): every member is scored on the same subsample;
-  2. member j is a seed s_j = derive_seed(run seed, SEED_LABEL, k, j) (antithetic:
-     pairs 2m, 2m+1 share seed m with signs +1/-1), never a stored tensor;
-  3. fitness (= -loss) of every member, in member order (`gather_fitness`): under
-     torchrun each rank scores its shard and one all-reduce of N floats
-     (harness.distributed.evaluate_population) gives every rank all of them;
-  4. shaping: zscore (f - mean) / std, or centred ranks in [-0.5, 0.5];
-  5. update, each member's noise regenerated from its seed with coefficient
+`Population` is what every member of the family shares (es, eggroll, deep-ga):
+  - one batch = problem.batch(k) per iteration: every member is scored on the same
+    subsample;
+  - a member is a seed (derive_seed(run seed, SEED_LABEL, k, j)), never a stored tensor;
+  - the fitness (= -loss) of every member, in member order (`gather_fitness`): under
+    torchrun each rank scores its shard and one all-reduce of N floats
+    (harness.distributed.evaluate_population) gives every rank all of them.
+A member supplies `evaluate_members` (score a slice of the population) and
+`scores_in_place` (whether scoring changes the weights and restores them, which is
+exact only up to rounding: then under torchrun every rank replays the members it
+does not score, so all ranks hold the weights of one process scoring all N), and
+its own `step`.
+
+`PopulationES` is the ES iteration on it, written once for es and eggroll. Iteration k:
+  1. member j has seed s_j (antithetic: pairs 2m, 2m+1 share seed m with signs +1/-1);
+  2. fitness of every member (`gather_fitness`);
+  3. shaping: zscore (f - mean) / std, or centred ranks in [-0.5, 0.5];
+  4. update, each member's noise regenerated from its seed with coefficient
      c_j = scale * sign_j * shaped_j, scale = alpha / N (standard, EA4LLM) or
      alpha / (N sigma) (nes, the NES gradient estimate); antithetic partners share
      one seed, so their coefficients are summed and the noise drawn once.
 sigma and alpha of iteration k follow their schedules (optimizers/_schedules.py;
 constant, the default, is off); the values used are recorded with every step.
-
-A family member supplies the perturbation, as three hooks: `evaluate_members`
-(score a slice of the population), `scores_in_place` (whether scoring changes the
-weights and restores them, which is exact only up to rounding: then under torchrun
-every rank replays the members it does not score, so all ranks hold the weights of
-one process scoring all N) and `apply_update` (add sum_j c_j eps_j to the weights).
+An ES member adds `apply_update` (add sum_j c_j eps_j to the weights).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def member_seed(seed: int, label: str, step: int, j: int, antithetic: bool) -> t
     return derive_seed(seed, label, step, j), 1.0
 
 
-class PopulationES(Optimizer):
+class Population(Optimizer):
     DISTRIBUTED = True   # torchrun: members sharded over ranks, fitness all-reduced
     SMOKE_SETTINGS = {"population": 4}
     POPULATION_PARAM = "population"
@@ -63,15 +67,9 @@ class PopulationES(Optimizer):
     PARAMS = {
         "population": Param(30, int, "members per iteration (N)", low=2),
         "sigma": Param(1e-2, float, "noise standard deviation", low=0.0),
-        "alpha": Param(5e-2, float, "step size", low=0.0),
-        "shaping": Param("zscore", str, "fitness shaping", choices=("zscore", "rank")),
-        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
-                         choices=("standard", "nes")),
-        "antithetic": Param(False, bool, "mirrored pairs (+noise, -noise); population must be even"),
-        **SCHEDULE_PARAMS,
     }
 
-    # -- the perturbation: what a family member supplies --------------------------------
+    # -- what a family member supplies ---------------------------------------------------
     def evaluate_members(self, step: int, batch, indices, replay: bool = False) -> list[float]:
         """Fitness (= -loss) of the listed members of iteration `step` on `batch`, in the
         order listed. replay=True (only asked when scores_in_place()): perturb and restore
@@ -83,28 +81,13 @@ class PopulationES(Optimizer):
         to rounding), so that ranks scoring different slices must replay the others."""
         return True
 
-    def apply_update(self, step: int, coefs: dict[int, float]) -> None:
-        """w += sum over seeds s of coefs[s] * eps(s), the noise regenerated from each seed."""
-        raise NotImplementedError
-
     # -- the base's bookkeeping ---------------------------------------------------------
     @classmethod
     def check_hparams(cls, hp) -> None:
-        if hp["antithetic"] and hp["population"] % 2:
-            n = hp["population"]
-            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
-                             f"(e.g. population={n + 1})")
         check_schedules(hp)
 
     def sigma_at(self, step: int) -> float:
-        return value_at(self.hp, "sigma", step)
-
-    def alpha_at(self, step: int) -> float:
-        return value_at(self.hp, "alpha", step)
-
-    def member(self, step: int, j: int) -> tuple[int, float]:
-        """(noise seed, sign) of member j of iteration `step`."""
-        return member_seed(self.seed, self.SEED_LABEL, step, j, self.hp["antithetic"])
+        return value_at(self.hp, "sigma", step) if "sigma_schedule" in self.hp else self.hp["sigma"]
 
     def gather_fitness(self, step: int, batch) -> np.ndarray:
         """The fitness of every member, in member order (the one place they are assembled):
@@ -116,6 +99,36 @@ class PopulationES(Optimizer):
 
         return np.asarray(distributed.evaluate_population(self.hp["population"], score, self.problem.device),
                           dtype=np.float64)
+
+
+class PopulationES(Population):
+    PARAMS = {
+        "alpha": Param(5e-2, float, "step size", low=0.0),
+        "shaping": Param("zscore", str, "fitness shaping", choices=("zscore", "rank")),
+        "scaling": Param("standard", str, "update scaling: standard alpha/N, nes alpha/(N sigma)",
+                         choices=("standard", "nes")),
+        "antithetic": Param(False, bool, "mirrored pairs (+noise, -noise); population must be even"),
+        **SCHEDULE_PARAMS,
+    }
+
+    def apply_update(self, step: int, coefs: dict[int, float]) -> None:
+        """w += sum over seeds s of coefs[s] * eps(s), the noise regenerated from each seed."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if hp["antithetic"] and hp["population"] % 2:
+            n = hp["population"]
+            raise UsageError(f"--set population={n}: antithetic pairs need an even population "
+                             f"(e.g. population={n + 1})")
+        super().check_hparams(hp)
+
+    def alpha_at(self, step: int) -> float:
+        return value_at(self.hp, "alpha", step)
+
+    def member(self, step: int, j: int) -> tuple[int, float]:
+        """(noise seed, sign) of member j of iteration `step`."""
+        return member_seed(self.seed, self.SEED_LABEL, step, j, self.hp["antithetic"])
 
     def update(self, step: int, fitness: np.ndarray) -> None:
         n, sigma, alpha = self.hp["population"], self.sigma_at(step), self.alpha_at(step)

@@ -227,6 +227,13 @@ class LoraTasks(ExpertsProblem):
         return self.per_task_accuracy(split, exact_match)[0]
 
     @torch.no_grad()
+    def sample_scores(self, split: str = "val") -> torch.Tensor:
+        from problems.lora_world import exact_match
+
+        return torch.cat([exact_match(self.model, ids, mask).float().cpu()
+                          for _, ids, mask in self.data[split].values()])
+
+    @torch.no_grad()
     def per_task_accuracy(self, split: str, fn=None) -> tuple[float, dict[str, float]]:
         from problems.lora_world import exact_match
 

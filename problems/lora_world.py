@@ -227,9 +227,33 @@ def val_accuracy(model, tasks, data_seed: int) -> dict[str, float]:
     return out
 
 
+SPECIALIST_MARGIN = 0.05   # val accuracy by which a task's own experts must beat all others
+
+
+def specialist_findings(info: dict) -> list[str]:
+    """What keeps a world's experts from being real specialists, one line each (empty: none):
+    a task whose best own expert (trained on it) is not ahead of every expert not trained on it
+    by SPECIALIST_MARGIN, and a degenerate task on which every expert scores the same."""
+    out = []
+    experts = info["experts"]
+    for task in experts[0]["val_accuracy"]:
+        accs = [e["val_accuracy"][task] for e in experts]
+        own = [a for e, a in zip(experts, accs) if task in e["mixture"]]
+        other = [a for e, a in zip(experts, accs) if task not in e["mixture"]]
+        if len(set(accs)) == 1:
+            out.append(f"{task}: degenerate, every expert scores {accs[0]:.2f}")
+        elif own and other and max(own) < max(other) + SPECIALIST_MARGIN:
+            out.append(f"{task}: its own experts (best {max(own):.2f}) not clearly ahead of the others "
+                       f"(best {max(other):.2f})")
+    return out
+
+
 def build_world(spec: WorldSpec, force: bool = False, log=None) -> Path:
     """Build (or find) the world of `spec`; returns its folder. Written to a temporary
-    folder and renamed, so a killed build leaves nothing that looks finished."""
+    folder and renamed, so a killed build leaves nothing that looks finished; when two
+    processes build one world at once, the first to finish wins and the other keeps its
+    world (a world is a pure function of its spec). The specialist check's findings are
+    logged and stored in world.json ("specialist_findings")."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     final = world_dir(spec)
     if (final / "world.json").exists() and not force:
@@ -250,10 +274,21 @@ def build_world(spec: WorldSpec, force: bool = False, log=None) -> Path:
             acc = val_accuracy(model, spec.tasks, spec.data_seed)
             info["experts"].append({"name": name, "mixture": mix, "val_accuracy": acc})
             log(f"  {name} {mix}: val accuracy " + " ".join(f"{k}={v:.2f}" for k, v in acc.items()))
+        info["specialist_findings"] = specialist_findings(info)
+        for line in info["specialist_findings"]:
+            log(f"  warning: not a specialist world: {line}")
         (tmp / "world.json").write_text(json.dumps(info, indent=1))
+        if (final / "world.json").exists() and not force:   # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return final
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:   # a directory appeared there meanwhile: keep it if it is finished
+            if not (final / "world.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

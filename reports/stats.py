@@ -44,19 +44,28 @@ RANDOM = "random"     # the optimizer the normalized score is relative to
 def median_ci(values) -> tuple[float, float, float]:
     """(median, low, high): the 95% percentile-bootstrap interval of the median; with
     one value or all values equal, the interval is that value."""
+    return bootstrap_ci(values, np.median)
+
+
+def mean_ci(values) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% percentile-bootstrap interval of the mean, as median_ci."""
+    return bootstrap_ci(values, np.mean)
+
+
+def bootstrap_ci(values, statistic) -> tuple[float, float, float]:
     from scipy import stats
 
     v = np.asarray([x for x in values if x == x], dtype=float)
     if v.size == 0:
         return math.nan, math.nan, math.nan
-    med = float(np.median(v))
+    point = float(statistic(v))
     if np.all(v == v[0]):
-        return med, med, med
+        return point, point, point
     if not np.isfinite(v).all():   # an interval with infinite ends says nothing
-        return med, math.nan, math.nan
-    res = stats.bootstrap((v,), np.median, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
+        return point, math.nan, math.nan
+    res = stats.bootstrap((v,), statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
                           method="percentile", random_state=np.random.default_rng(SEED))
-    return med, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def a12(statistic: float, n_a: int, n_b: int, lower_better: bool) -> float:

@@ -52,6 +52,8 @@ def _two_processes(tmp_path, optimizer, steps, overrides):
     ("eggroll", {"population": 4, "members_per_forward": 2}),
     # in place, one member at a time: uneven shards, every rank replays the others' perturb/restore
     ("eggroll", {"population": 5, "members_per_forward": 1}),
+    # weights held at the elite, moved to each member and back: ranks replay the others' moves
+    ("deep-ga", {"population": 5, "truncation": 2}),
 ])
 def test_two_processes_are_bit_identical_to_one(tmp_path, one_thread, optimizer, overrides):
     one, s1 = _one_process(tmp_path, optimizer, 4, overrides)

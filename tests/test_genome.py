@@ -224,17 +224,30 @@ def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
     from studies.reproductions import genome as repro
 
     sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
-    args = ["reproduce", "genome", "--tasks", "count", "--seeds", "0", "--iterations", "1", "--jobs", "2",
-            "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), *sets]
+    args = ["reproduce", "genome", "--tasks", "count", "--seeds", "0", "--world-seeds", "0,1", "--iterations", "1",
+            "--jobs", "2", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), *sets]
     assert cli_main(args) == 0   # each run its own process (the world is built once, in the cache)
     assert cli_main(args) == 0   # again: every run already done, the table rendered from the store
-    assert capsys.readouterr().out.count("already-done") == len(repro.METHODS)
+    assert capsys.readouterr().out.count("already-done") == 2 * len(repro.METHODS)
     table = (tmp_path / "out" / "genome_table.md").read_text()
     for label, _, _ in repro.METHODS:
         assert f"| {label} |" in table
-    assert "+24.06%" in table
+    assert "+24.06%" in table and "2 (world, seed) pairs (worlds 0,1)" in table
     rows = (tmp_path / "out" / "genome_runs.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(repro.METHODS)
+    assert len(rows) == 1 + 2 * len(repro.METHODS)
+
+
+def test_gain_table_is_the_mean_over_world_seed_pairs_with_an_interval():
+    from studies.reproductions.genome import gain_table, gains
+
+    rows = [{"world": w, "seed": s, "task": "count", "method": m, "test_accuracy": acc}
+            for (w, s), (best, merged) in {(0, 0): (0.5, 0.6), (0, 1): (0.5, 0.55), (1, 0): (0.4, 0.3)}.items()
+            for m, acc in (("best-expert", best), ("m2n2", merged))]
+    g = gains(rows, ["best-expert", "m2n2"], ["count"])
+    assert g["best-expert"] == [0.0, 0.0, 0.0]
+    assert g["m2n2"] == pytest.approx([20.0, 10.0, -25.0])     # pairs in (world, seed) order
+    line = next(x for x in gain_table(rows, ["best-expert", "m2n2"], ["count"]) if x.startswith("| m2n2"))
+    assert line.startswith("| m2n2 | +1.7% [") and line.endswith("| 3 |")
 
 
 @pytest.mark.slow

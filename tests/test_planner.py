@@ -178,6 +178,7 @@ def own_cache(tmp_path_factory):
     ("es", "qwen3-tiny", ["population=2"], 1),
     ("adam", "qwen3-tiny", [], 1),
     ("es", "qwen3-small", ["population=2"], 1),   # memory does not depend on the population
+    ("deep-ga", "qwen3-tiny", ["population=4", "truncation=2"], 2),   # in place, as es
     ("adam", "qwen3-small", [], 1),
     ("soap", "qwen3-small", [], 1),   # preconditioners 8 numbers per parameter here, from shapes
     ("muon", "qwen3-small", [], 1),
