@@ -1,12 +1,14 @@
 """Sweeps end to end: one process per run, a failure recorded, skip and resume, then the report."""
 
 import csv
+import shlex
 from html.parser import HTMLParser
 
 import pytest
 
 from harness import experiments, store
 from cli import main as cli_main
+from conftest import InProcessExecutor
 
 
 class _Links(HTMLParser):
@@ -89,6 +91,8 @@ def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
                "--runs-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resumed" in proc.stdout
+    # the sweep ends by naming the report to run on it
+    assert proc.stdout.splitlines()[-1] == f"report: python -m harness report {tmp_path} --out {tmp_path}-report"
     assert store.read_json(tmp_path / item.name / "summary.json")["status"] == "ok"
     steps = [r["step"] for r in store.read_metrics(tmp_path / item.name / "metrics.jsonl")]
     assert steps == list(range(7))
@@ -136,3 +140,28 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     assert "skipped (incompatible): adam x bbob-f1-d2" in out and "2 runs" in out
     assert "cma_bbob-f1-d2_s1_evals50  [new]" in out
     assert not runs.exists()
+
+
+def test_the_report_a_sweep_names_runs_and_its_index_is_valid_html(tmp_path, monkeypatch, capsys, one_thread):
+    """The command a sweep ends with works as printed, and its index.html parses under
+    html5lib's strict mode (the WHATWG parsing algorithm; any parse error raises)."""
+    import html5lib
+
+    from harness import cluster
+
+    monkeypatch.setattr(cluster, "make", lambda name, sets, runs_dir: InProcessExecutor())
+    runs = tmp_path / "my runs"     # a space: the printed command must quote it
+    assert cli_main(["sweep", "--optimizers", "cma,random", "--problems", "sphere-50", "--seeds", "0,1",
+                     "--evals", "12", "--set", "popsize=4", "--runs-dir", str(runs), "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("report: python -m harness report ")
+    argv = shlex.split(last.removeprefix("report: python -m harness "))
+    assert argv[1] == str(runs)
+    assert cli_main(argv) == 0
+    out = tmp_path / "my runs-report"
+    page = (out / "index.html").read_text()
+    tree = html5lib.HTMLParser(strict=True).parse(page)
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    assert tree.find(".//h:table", ns) is not None and tree.findall(".//h:img", ns)
+    for img in tree.findall(".//h:img", ns):
+        assert (out / img.get("src")).exists(), img.get("src")
