@@ -34,6 +34,7 @@ class RunItem:
     budget: dict                      # {"steps": N} or {"evals": N} or {"time_s": S}
     sets: tuple = ()                  # (("key", "value"), ...) applied to this run
     eval_every: int | None = None     # None: the problem's default
+    eval_schedule: str = "linear"     # or "log" (harness.spec.EVAL_SCHEDULES)
     checkpoint_every: int | None = None  # None: the run's default
     axes: tuple = ()                  # keys of `sets` that are grid axes (sweep --grid), in order
 
@@ -72,6 +73,8 @@ class RunItem:
         args += [a for k, v in self.budget.items() if v is not None for a in (flags[k], str(v))]
         if self.eval_every is not None:
             args += ["--eval-every", str(self.eval_every)]
+        if self.eval_schedule != "linear":
+            args += ["--eval-schedule", self.eval_schedule]
         if self.checkpoint_every is not None:
             args += ["--checkpoint-every", str(self.checkpoint_every)]
         for key, value in self.sets:
@@ -146,7 +149,7 @@ def _as_grid(exc: UsageError) -> UsageError:
 
 def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: dict,
          sets: dict[str, str] | None = None, *, validate_on: str | None = "auto",
-         eval_every: int | None = None, checkpoint_every: int | None = None,
+         eval_every: int | None = None, checkpoint_every: int | None = None, eval_schedule: str = "linear",
          axes: dict[str, list[str]] | None = None) -> Grid:
     """Every compatible optimizer x problem pair for every seed (the sweep), times the
     cartesian product of the grid axes (--grid KEY=V1,V2,...).
@@ -192,6 +195,7 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
                 for seed in seeds:
                     result.items.append(item(opt.name, prob.name, seed, budget, {**routed.used, **point},
                                              eval_every=eval_every, checkpoint_every=checkpoint_every,
+                                             eval_schedule=eval_schedule,
                                              axes=tuple(mine)))
     unused_sets(sets, used, "sweep")
     for key in axes:

@@ -125,7 +125,7 @@ class Runner:
                 writer.write(record)
                 return "diverged", f"non-finite loss {record['loss']} at step {state.step}"
             done = self._finished()
-            if state.step % prepared.eval_every == 0 or done:         # held-out metric, untimed
+            if prepared.evaluates(state.step) or done:                # held-out metric, untimed
                 with self.opt.evaluation():
                     record.update(state.evaluated(prepared.problem.evaluate(self.opt.solution())))
             writer.write(record)                               # one whole line per step
@@ -235,6 +235,15 @@ class Runner:
         except OSError:
             pass
 
+    def _framework_bytes(self) -> int | None:
+        """On CPU, the planner's measured RSS of the software stack alone (interpreter, torch,
+        libraries: harness.planner.framework) when its cache holds it, so a report can show
+        the run's own memory above it; None on CUDA, with --force, or when not measured."""
+        plan = self.prepared.plan
+        if plan is None or self.prepared.device.type != "cpu":
+            return None
+        return plan.breakdown.get("framework") or None
+
     def _summary(self, status: str, reason: str | None, peak: int) -> dict:
         prepared, state = self.prepared, self.state
         metrics = [m for m in state.metrics if _finite(m)]
@@ -256,6 +265,7 @@ class Runner:
             "metric_name": prepared.problem.METRIC,
             **state.costs(peak_bf16_flops(prepared.device)),   # forwards, tokens, flops, mfu (CUDA)
             "peak_memory_bytes": peak, "peak_memory_method": self.mem.method,
+            "framework_bytes": self._framework_bytes(),
             "device": str(prepared.device), "param_count": prepared.problem.param_count(),
             "world_size": distributed.world_size(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -289,8 +299,8 @@ def _prepare(spec: RunSpec) -> Prepared:
     if not spec.force:
         from harness import planner
 
-        planner.preflight(prepared.spec.optimizer, prepared.optimizer_class, prepared.opt_hp,
-                          prepared.problem, prepared.device, prepared.kind)
+        prepared.plan = planner.preflight(prepared.spec.optimizer, prepared.optimizer_class, prepared.opt_hp,
+                                          prepared.problem, prepared.device, prepared.kind)
     return prepared
 
 

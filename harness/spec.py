@@ -54,6 +54,19 @@ class Budget:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+EVAL_SCHEDULES = ("linear", "log")
+LOG_PER_DECADE = 10     # log schedule: steps 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 79, 100, ...
+
+
+def on_log_grid(step: int) -> bool:
+    """Whether `step` is round(10^(j / LOG_PER_DECADE)) for some integer j >= 0: consecutive
+    evaluations a constant ~1.26x apart in cost, so early progress is resolved."""
+    if step < 1:
+        return False
+    j = round(LOG_PER_DECADE * math.log10(step))
+    return any(round(10 ** (i / LOG_PER_DECADE)) == step for i in (j - 1, j, j + 1) if i >= 0)
+
+
 @dataclass
 class RunSpec:
     optimizer: str
@@ -63,6 +76,7 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     eval_every: int | None = None     # None: the problem's EVAL_EVERY
+    eval_schedule: str = "linear"     # "linear": every eval_every steps; "log": LOG_PER_DECADE per decade
     checkpoint_every: int = 100       # 0: never
     runs_dir: str = "runs"
     run_id: str | None = None
@@ -78,6 +92,8 @@ class RunSpec:
             raise UsageError(f"--threads {self.threads}: must be >= 1")
         if self.eval_every is not None and self.eval_every <= 0:
             raise UsageError(f"--eval-every {self.eval_every}: must be a positive number of steps")
+        if self.eval_schedule not in EVAL_SCHEDULES:
+            raise UsageError(f"--eval-schedule {self.eval_schedule!r}: expected one of {', '.join(EVAL_SCHEDULES)}")
         if self.checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0 (0 = never)")
 
@@ -103,6 +119,7 @@ class RunSpec:
             optimizer=cfg["optimizer"], problem=cfg["problem"], seed=cfg["seed"],
             budget=budget or Budget(**cfg["budget"]), overrides=overrides,
             device=cfg.get("device_requested", "auto"), eval_every=cfg["eval_every"],
+            eval_schedule=cfg.get("eval_schedule", "linear"),
             checkpoint_every=cfg["checkpoint_every"], runs_dir=str(Path(run_dir).parent),
             run_id=Path(run_dir).name, threads=cfg.get("threads_requested"),
         )
@@ -128,11 +145,19 @@ class Prepared:
         self.problem.check()
         self.optimizer_class.check_problem(self.problem)
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
+        self.plan = None   # the memory preflight's plan (harness.planner), once it ran
         self.threads = _threads(spec.threads, self.problem)
 
     @property
     def optimizer_class(self):
         return self.opt_entry.factory
+
+    def evaluates(self, step: int) -> bool:
+        """Whether the held-out metric is evaluated after `step` (a pure function of the step,
+        so a resumed run evaluates where an uninterrupted one would; the last step always is)."""
+        if self.spec.eval_schedule == "log":
+            return on_log_grid(step)
+        return step % self.eval_every == 0
 
     def build_optimizer(self):
         """The optimizer on the (built) problem, with its kind and the run's budget."""
@@ -145,6 +170,7 @@ class Prepared:
             "optimizer": self.spec.optimizer,
             "problem": self.spec.problem,
             "kind": self.kind,
+            "backprop": bool(self.optimizer_class.BACKPROP),   # a gradient optimizer (the reports' reference)
             "seed": self.spec.seed,
             "budget": asdict(self.spec.budget),
             "optimizer_params": self.opt_hp,
@@ -152,6 +178,7 @@ class Prepared:
             "device_requested": self.spec.device,
             "device": str(self.device),
             "eval_every": self.eval_every,
+            "eval_schedule": self.spec.eval_schedule,
             "checkpoint_every": self.spec.checkpoint_every,
             "world_size": distributed.world_size(),
             "threads_requested": self.spec.threads,

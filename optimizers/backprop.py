@@ -118,6 +118,13 @@ class Backprop(Optimizer):
         STATES_PER_PARAM; e.g. SGD keeps none when momentum is 0)."""
         return cls.STATES_PER_PARAM
 
+    @classmethod
+    def state_count(cls, hp: dict, facts) -> float:
+        """Numbers of optimizer state held for the whole model: states_per_param times the
+        trainable parameters, unless the optimizer's state depends on the tensors' shapes
+        or roles (SOAP, Muon), which override this from facts.trainable_shapes."""
+        return cls.states_per_param(hp) * facts.trainable_count
+
     # -- checks and memory, before anything is built ---------------------------------
     @classmethod
     def check_hparams(cls, hp: dict) -> None:
@@ -139,9 +146,9 @@ class Backprop(Optimizer):
         and activations come and go: memory_phases."""
         if hp.get("shard") == "fsdp":
             return cls._sharded_memory(hp, facts)
-        n, states = facts.trainable_count, cls.states_per_param(hp)
+        n, states = facts.trainable_count, cls.state_count(hp, facts)
         master = facts.dtype_bytes < 4 and hp.get("fp32_master", True)
-        out = {"optimizer_states": int(states * 4 * n if master else states * facts.trainable_bytes)}
+        out = {"optimizer_states": int(states * (4 if master else facts.dtype_bytes))}
         if master:
             out["master_weights"] = int(4 * n)
         return out
@@ -188,7 +195,7 @@ class Backprop(Optimizer):
         return {"weights": int(buffers + sharded),
                 "gathered_weights": int(gathered),
                 "gradients": int(sharded + gathered * reduce_scale),
-                "optimizer_states": int(cls.states_per_param(hp) * sharded),
+                "optimizer_states": int(cls.state_count(hp, facts) / max(1, n) * sharded),
                 "activations": int(facts.backward_activation_bytes)}
 
     # -- the run --------------------------------------------------------------------

@@ -11,6 +11,8 @@ matrix: shard=fsdp is refused.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from harness.errors import UsageError
@@ -26,7 +28,10 @@ ADJUST_LR_FNS = ("original", "match_rms_adamw")
 def hidden_matrices(model: torch.nn.Module, names: list[str]) -> list[bool]:
     """For each trainable parameter name: True when it is a hidden linear layer's weight
     (every nn.Linear's weight but the last nn.Linear's, which is the output layer)."""
-    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    return _hidden([name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)], names)
+
+
+def _hidden(linears: list[str], names: list[str]) -> list[bool]:
     hidden = {f"{name}.weight" if name else "weight" for name in linears[:-1]}
     return [name in hidden for name in names]
 
@@ -38,8 +43,8 @@ class Muon(Backprop):
                  "(2024, kellerjordan.github.io/posts/muon); match_rms_adamw: Liu et al., Muon is "
                  "Scalable for LLM Training, arXiv:2502.16982; library: torch.optim.Muon + torch.optim.AdamW")
     NOT_SHARDABLE = "muon orthogonalizes whole matrices (Newton-Schulz), which FSDP splits over ranks"
-    # Muon's momentum buffer (1) on the hidden matrices, AdamW's two moments on the rest: the
-    # planner's facts do not say how the parameters split, so this declares the upper bound 2
+    # Muon's momentum buffer (1) on the hidden matrices, AdamW's two moments on the rest
+    # (state_count, from the planner's facts); 2 is the bound used where they are unknown
     STATES_PER_PARAM = 2
     # torch's Muon steps matrix by matrix (foreach raises "not supported"): a few bf16/fp32
     # copies of one matrix at a time; the AdamW part is foreach on CUDA (sqrt(v), 1 per
@@ -64,6 +69,14 @@ class Muon(Backprop):
         if not hasattr(torch.optim, "Muon"):
             raise UsageError(f"muon needs torch.optim.Muon (torch >= 2.9); this torch is {torch.__version__}")
         super().check_hparams(hp)
+
+    @classmethod
+    def state_count(cls, hp, facts):
+        if not facts.trainable_shapes:
+            return super().state_count(hp, facts)
+        names = [name for name, _ in facts.trainable_shapes]
+        return sum((1 if hidden else 2) * math.prod(shape) for hidden, (_, shape)
+                   in zip(_hidden(list(facts.linear_modules), names), facts.trainable_shapes))
 
     def torch_optimizer(self, param_groups):
         params = param_groups[0]["params"]

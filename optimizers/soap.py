@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from harness.params import Param
 from harness.registry import register_optimizer
 from optimizers.backprop import Backprop
@@ -15,8 +17,8 @@ class SOAP(Backprop):
     NOT_SHARDABLE = ("soap preconditions each whole matrix (eigenbases of G G^T and G^T G), "
                      "which FSDP splits over ranks")
     # two moments, plus per matrix m x n the statistics and eigenbases of both sides,
-    # 2 (m^2 + n^2) numbers: 4 per parameter for a square matrix, more for a rectangular
-    # one (each side at most max_precondition_dim). An estimate for square-ish matrices.
+    # 2 (m^2 + n^2) numbers (state_count, from the shapes). This per-parameter figure is
+    # only the fallback where the shapes are unknown: exact for square matrices.
     STATES_PER_PARAM = 6
     # it steps tensor by tensor (no foreach path): a few copies of one tensor at a time,
     # none of the whole model (read from pytorch_optimizer/optimizer/soap.py, not measured)
@@ -32,6 +34,21 @@ class SOAP(Backprop):
         "max_precondition_dim": Param(10000, int, "larger sides are not preconditioned", low=1),
         "eps": Param(1e-8, float, low=0.0),
     }
+
+    @classmethod
+    def state_count(cls, hp, facts):
+        """pytorch_optimizer.SOAP's state, tensor by tensor (its init_pre_conditioner, with
+        merge_dims and precondition_1d off as here): exp_avg and exp_avg_sq, and for each side
+        of at most max_precondition_dim of a 2-D or larger tensor its statistics GG and
+        eigenbasis Q (two side x side matrices); 1-D tensors get none."""
+        if not facts.trainable_shapes:
+            return super().state_count(hp, facts)
+        total = 0
+        for _, shape in facts.trainable_shapes:
+            total += 2 * math.prod(shape)
+            if len(shape) > 1:
+                total += sum(2 * side * side for side in shape if side <= hp["max_precondition_dim"])
+        return total
 
     def torch_optimizer(self, param_groups):
         from pytorch_optimizer import SOAP as Library

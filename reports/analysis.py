@@ -27,8 +27,10 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
     sig = stats.significance(runs, rt)
     sig.to_csv(out / "significance.csv", index=False)
     scores = stats.normalized_scores(runs)
-    scores.to_csv(out / "scores.csv", index=False)
+    if not scores.empty:   # no random search among the runs: no file rather than an empty one
+        scores.to_csv(out / "scores.csv", index=False)
     family_of = dict(zip(runs["problem"], runs["family"]))
+    problems_of = {f: sorted(p for p, g in family_of.items() if g == f) for f in set(family_of.values())}
     blocks: list[tuple[str, str]] = [("h2", "Fixed-target analysis")]
     limit = f" Runs whose peak memory exceeds {memory_limit / 2**30:.4g} GiB count as unsuccessful." \
         if memory_limit is not None else ""
@@ -45,7 +47,7 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
     auc_all = []
     for axis in ecdf.axes_of(rt) if not rt.empty else []:
         auc, plots = ecdf.curves(rt, axis, family_of)
-        name = ecdf.figure(axis, plots, out)
+        name = ecdf.figure(axis, plots, out, problems_of)
         if name:
             auc_all.append(auc)
             blocks += [("h3", f"ECDF on {ecdf.LABELS.get(axis, axis)}"), ("img", name)]
@@ -58,7 +60,10 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
                    ("md", auc.to_markdown(index=False, floatfmt=".3g"))]
     t = algoperf.times(rt)
     scores_ap, prof = algoperf.profile(t, family_of)
-    if not scores_ap.empty:
+    n_problems = runs["problem"].nunique()
+    if not scores_ap.empty and n_problems < MIN_PROFILE_PROBLEMS:
+        blocks += [("h3", "AlgoPerf performance profile"), ("p", profile_skipped(n_problems))]
+    elif not scores_ap.empty:
         t.to_csv(out / "algoperf.csv", index=False)
         name = algoperf.figure(prof, out)
         blocks += [("h3", "AlgoPerf performance profile (time to target, tau 1..4)"),
@@ -66,8 +71,10 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
                    ("md", scores_ap.to_markdown(index=False, floatfmt=".3g")), ("img", name)]
     blocks += [("h2", "Significance"),
                ("p", "Two-sided Mann-Whitney U between every pair of optimizers per problem, Holm-corrected "
-                     "within each (problem, quantity); `better` only where p_holm < 0.05: "
-                     "[significance.csv](significance.csv).")]
+                     "within each (problem, quantity); `better` only where p_holm < 0.05; beside it the effect "
+                     "size A12 (chance a run of optimizer_a beats one of optimizer_b), Welch's t and an exact "
+                     "permutation test (Holm-corrected), the seeds per side the rank test needs (`min_seeds`) "
+                     "and its `verdict` (\"too few seeds\" below that): [significance.csv](significance.csv).")]
     if not sig.empty:
         blocks.append(("md", sig.to_markdown(index=False, floatfmt=".3g")))
     if not scores.empty:
@@ -75,7 +82,17 @@ def build(runs: pd.DataFrame, curves: dict, out: Path, given_targets: dict | Non
                    ("p", "100 (f_random - f) / (f_random - f_best): 0 = random search's median, 100 = the "
                          "optimum (or best run); median over seeds [95% bootstrap CI]: [scores.csv](scores.csv)."),
                    ("md", scores.to_markdown(index=False, floatfmt=".4g"))]
-    return {"blocks": blocks, "winners": stats.winners(sig) if not sig.empty else {}}
+    return {"blocks": blocks, "winners": stats.winners(sig) if not sig.empty else {}, "significance": sig}
+
+
+MIN_PROFILE_PROBLEMS = 3
+
+
+def profile_skipped(n: int) -> str:
+    return (f"Not drawn: a performance profile is the fraction of problems on which an optimizer is within a "
+            f"factor tau of the best, and with {n} problem{'s' if n != 1 else ''} (fewer than "
+            f"{MIN_PROFILE_PROBLEMS}) it is a few flat steps that hide one optimizer under another; the "
+            "tables and curves say more.")
 
 
 SOURCES = {"coco": "COCO: f_opt + 10^2 ... 10^-8, 51 log-spaced",

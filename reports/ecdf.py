@@ -97,7 +97,10 @@ def curves(rt: pd.DataFrame, axis: str, family_of: dict[str, str]) -> tuple[pd.D
     return auc, plots
 
 
-def figure(axis: str, plots: dict, out: Path) -> str | None:
+def figure(axis: str, plots: dict, out: Path, problems: dict[str, list[str]] | None = None) -> str | None:
+    """One panel per family, titled by its problems (`problems`: family -> names)."""
+    from matplotlib.ticker import NullFormatter
+
     if not plots:
         return None
     n = len(plots)
@@ -108,16 +111,19 @@ def figure(axis: str, plots: dict, out: Path) -> str | None:
             ax.step(grid, y, where="post", color=c, lw=2, label=label)
             ax.fill_between(grid, lo, hi, step="post", color=c, alpha=0.18, lw=0)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())   # decade labels only: minor labels overlap
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"{LABELS.get(axis, axis)} (log scale)")
         ax.set_ylabel("fraction of (run, target) pairs reached")
-        ax.set_title(family)
+        names = (problems or {}).get(family, [])
+        ax.set_title(", ".join(names) if 0 < len(names) <= 3 else f"{family} ({len(names)} problems)"
+                     if names else family)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", framealpha=0.8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle(f"Runtime ECDF on {LABELS.get(axis, axis)}\neach (problem, target) pair weighted equally; "
                  "band = 5-95% bootstrap over runs", fontsize=9)
     fig.tight_layout()
     name = f"ecdf_{slug(axis)}.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return name

@@ -11,7 +11,7 @@ import pandas as pd
 import harness
 from harness import store
 from harness.errors import UsageError
-from reports import analysis, coco, ioh_export, plots, profile, tables
+from reports import analysis, coco, equivalence, ioh_export, pareto, plots, profile, summary, tables
 from reports.load import load_runs
 
 ENV_KEYS = ["harness", "git_commit", "python", "torch", "device", "cpu", "gpu"]
@@ -43,23 +43,29 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         "Zip the folder and upload it to IOHanalyzer.") if ioh_dir else
         "Not written: the `ioh` package is not installed (`pip install -e .[ioh]`).")]
     table_files = tables.write(runs, out, fixed["winners"])
-    figures = {"curves": {}, "memory": None, "memory_by_size": {}, "profile": None}
+    mult = equivalence.multipliers(runs, curves)
+    equivalence_files = summary.multiplier_tables(mult, out)
+    sentences = [summary.sentence(p, runs, fixed["significance"], mult) for p in sorted(runs["problem"].unique())]
+    figures = {"curves": {}, "memory": None, "memory_quality": None, "memory_by_size": {}, "profile": None}
     for problem in sorted(runs["problem"].unique()):
         name = plots.curves_figure(problem, runs, curves, out)
         if name:
             figures["curves"][problem] = name
     figures["memory"] = plots.memory_figure(runs, out)
+    figures["memory_quality"] = pareto.figure(runs, out)
     figures["memory_by_size"] = plots.memory_by_size_figures(runs, out)
     cost = profile.costs(runs, curves)
-    cost.to_csv(out / "profile_costs.csv", index=False)
-    figures["profile"] = profile.figure(cost, out)
+    many = runs["problem"].nunique() >= analysis.MIN_PROFILE_PROBLEMS
+    if many and not cost.empty:
+        cost.to_csv(out / "profile_costs.csv", index=False)
+    figures["profile"] = profile.figure(cost, out) if many else None
     runs.to_csv(out / "runs.csv", index=False)
     cocopp_result = coco.build(runs, runs_dir, out)   # None: no bbob runs
     sweep = store.read_json(runs_dir / "sweep.json") if (runs_dir / "sweep.json").exists() else {}
     ctx = {"runs_dir": str(runs_dir), "runs": runs, "tables": table_files, "figures": figures,
            "env": environment(runs), "incompatible": sweep.get("incompatible", []),
            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cost": cost, "coco": cocopp_result}
+           "cost": cost, "coco": cocopp_result, "summary": sentences, "equivalence": equivalence_files}
     # the fixed-target analysis has its own page (many tables and figures), linked from the index
     title = "Fixed-target analysis, uncertainty and ECDFs"
     (out / "analysis.md").write_text("\n".join([f"# {title}", "", *_blocks_md(fixed["blocks"])]))
@@ -69,8 +75,11 @@ def build(runs_dir: Path, out: Path, targets: dict | None = None, memory_limit: 
         "</body></html>", ""]))
     (out / "index.md").write_text(_markdown(ctx))
     (out / "index.html").write_text(_html(ctx))
+    written = [*figures["curves"].values(), *figures["memory_by_size"].values(),
+               *(figures[k] for k in ("memory", "memory_quality", "profile") if figures[k]),
+               *(content for kind, content in fixed["blocks"] if kind == "img")]
     return {"out": str(out), "runs": len(runs), "tables": table_files, "figures": figures,
-            "coco": cocopp_result}
+            "figure_files": sorted(set(written)), "coco": cocopp_result}
 
 
 NOTES = [
@@ -86,6 +95,13 @@ NOTES = [
 ]
 
 
+def _no_profile(runs: pd.DataFrame) -> str:
+    n = runs["problem"].nunique()
+    if n < analysis.MIN_PROFILE_PROBLEMS:
+        return analysis.profile_skipped(n)
+    return "No problem has a finite loss to build a profile from."
+
+
 def _failed(runs: pd.DataFrame) -> pd.DataFrame:
     bad = runs[~runs["status"].isin(["ok"])]
     return bad[["run_id", "optimizer", "problem", "seed", "status", "reason"]]
@@ -98,6 +114,8 @@ def _markdown(ctx: dict) -> str:
         "# Optimizer comparison report", "",
         f"Generated {ctx['generated']} by harness {harness.__version__} from `{ctx['runs_dir']}` "
         f"({len(runs)} runs: {counts}). All runs: [runs.csv](runs.csv).", "",
+        "## Summary", "", *[line for s in ctx["summary"] for line in (f"- {s}",)], "",
+        *_equivalence_md(ctx["equivalence"]),
         "## Environment of the runs", "", ctx["env"].to_markdown(index=False), "",
         "## Final results", "",
         "All problems in one file: [final_results.csv](final_results.csv).", "",
@@ -108,6 +126,9 @@ def _markdown(ctx: dict) -> str:
             name = ctx["figures"]["curves"][problem]
             lines += [f"![{problem} curves]({name})", ""]
     lines += ["## Peak memory", ""]
+    if ctx["figures"]["memory_quality"]:
+        lines += ["### Memory against final quality", "", MEMORY_QUALITY, "",
+                  f"![memory against quality]({ctx['figures']['memory_quality']})", ""]
     if ctx["figures"]["memory"]:
         lines += [f"![peak memory]({ctx['figures']['memory']})", ""]
     for family, name in ctx["figures"]["memory_by_size"].items():
@@ -117,7 +138,7 @@ def _markdown(ctx: dict) -> str:
         lines += [f"![performance profile]({ctx['figures']['profile']})", "",
                   "Costs per problem and optimizer: [profile_costs.csv](profile_costs.csv).", ""]
     else:
-        lines += ["No problem has a finite loss to build a profile from.", ""]
+        lines += [_no_profile(runs), ""]
     lines += ["## Fixed-target analysis, uncertainty, ECDFs", "", ANALYSIS_LINE.format(
         md="[analysis.md](analysis.md)", html="[analysis.html](analysis.html)"), ""]
     if ctx["coco"]:
@@ -154,6 +175,8 @@ def _html(ctx: dict) -> str:
         f"<p>Generated {esc(ctx['generated'])} by harness {esc(harness.__version__)} from "
         f"<code>{esc(ctx['runs_dir'])}</code> ({len(runs)} runs: {esc(counts)}). "
         '<a href="runs.csv">All runs (CSV)</a>.</p>',
+        "<h2>Summary</h2><ul>", *[f"<li>{_bold(_links(s))}</li>" for s in ctx["summary"]], "</ul>",
+        *_equivalence_html(ctx["equivalence"]),
         "<h2>Environment of the runs</h2>", _table_html(ctx["env"]),
         '<h2>Final results</h2><p>All problems in one file: <a href="final_results.csv">final_results.csv</a>.</p>',
     ]
@@ -165,6 +188,10 @@ def _html(ctx: dict) -> str:
             name = ctx["figures"]["curves"][problem]
             parts.append(f'<a href="{esc(name)}"><img src="{esc(name)}" alt="{esc(problem)} curves"></a>')
     parts.append("<h2>Peak memory</h2>")
+    if ctx["figures"]["memory_quality"]:
+        name = esc(ctx["figures"]["memory_quality"])
+        parts += ["<h3>Memory against final quality</h3>", f"<p>{esc(MEMORY_QUALITY)}</p>",
+                  f'<a href="{name}"><img src="{name}" alt="memory against final quality"></a>']
     if ctx["figures"]["memory"]:
         parts.append(f'<a href="memory.png"><img src="{esc(ctx["figures"]["memory"])}" alt="peak memory"></a>')
     for family, name in ctx["figures"]["memory_by_size"].items():
@@ -175,7 +202,7 @@ def _html(ctx: dict) -> str:
         parts += ['<a href="profile.png"><img src="profile.png" alt="performance profile"></a>',
                   '<p>Costs per problem and optimizer: <a href="profile_costs.csv">profile_costs.csv</a>.</p>']
     else:
-        parts.append("<p>No problem has a finite loss to build a profile from.</p>")
+        parts.append(f"<p>{esc(_no_profile(runs))}</p>")
     parts += ["<h2>Fixed-target analysis, uncertainty, ECDFs</h2>", "<p>" + ANALYSIS_LINE.format(
         md='<a href="analysis.md">analysis.md</a>', html='<a href="analysis.html">analysis.html</a>') + "</p>"]
     if ctx["coco"]:
@@ -195,6 +222,38 @@ def _html(ctx: dict) -> str:
 ANALYSIS_LINE = ("Runtimes to COCO/IOH targets and aRT on every cost axis, significance tests (Mann-Whitney U, "
                  "Holm), scores against random search, ECDFs with AUC, the AlgoPerf profile score and the "
                  "IOHanalyzer export: {md} · {html} (formulas: docs/analysis.md).")
+
+
+MEMORY_QUALITY = ("Each point is one seed: its peak memory (log) against its final metric; the dashed line is "
+                  "the Pareto front. On CPU the peak is the process's RSS; where the runs recorded the planner's "
+                  "framework baseline (interpreter + libraries) it is subtracted, as the axis says.")
+EQUIVALENCE_TITLE = "Compute-equivalent multiplier"
+
+
+def _equivalence_md(files: dict) -> list[str]:
+    if not files:
+        return [f"## {EQUIVALENCE_TITLE}", "", NO_REFERENCE, ""]
+    lines = [f"## {EQUIVALENCE_TITLE}", "", summary.LEGEND, ""]
+    for problem, f in files.items():
+        lines += [f"### {problem} (reference {f['reference']})", "", f"[Markdown]({f['md']}) · "
+                  "[CSV](equivalence.csv)", "", f["markdown"], ""]
+    return lines
+
+
+def _equivalence_html(files: dict) -> list[str]:
+    esc = html.escape
+    if not files:
+        return [f"<h2>{EQUIVALENCE_TITLE}</h2>", f"<p>{esc(NO_REFERENCE)}</p>"]
+    parts = [f"<h2>{EQUIVALENCE_TITLE}</h2>", f"<p>{esc(summary.LEGEND)}</p>"]
+    for problem, f in files.items():
+        parts += [f"<h3>{esc(problem)} (reference {esc(f['reference'])})</h3>",
+                  f'<p><a href="{esc(f["md"])}">Markdown</a> · <a href="equivalence.csv">CSV</a></p>',
+                  _md_table_to_html(f["markdown"])]
+    return parts
+
+
+NO_REFERENCE = ("No multiplier: no gradient (backprop) optimizer among the runs to measure the others against "
+                "(reports.equivalence.multipliers takes a reference by name).")
 
 
 def _blocks_md(blocks) -> list[str]:
@@ -220,6 +279,13 @@ def _links(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', html.escape(text, quote=False))
 
 
+def _bold(text: str) -> str:
+    """Markdown's **bold** as <b> (in text already escaped)."""
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+
+
 def _coco_line(result: dict, markdown: bool) -> str:
     """One line: the link to cocopp's pages, or why there are none."""
     note = result["note"] if markdown else html.escape(result["note"])
@@ -236,5 +302,5 @@ def _md_table_to_html(text: str) -> str:
     head, body = rows[0], [r for r in rows[2:]]
     cells = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
     out = ['<div class="scroll"><table><thead><tr>' + cells + "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
+    out += ["<tr>" + "".join(f"<td>{_bold(html.escape(c.strip()))}</td>" for c in r) + "</tr>" for r in body]
     return "\n".join(out + ["</tbody></table></div>"])

@@ -20,11 +20,11 @@ RUN_COLUMNS = [
     "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss", "final_metric", "best_metric",
     "metric_name", "metric_higher_is_better", "peak_memory_bytes", "peak_memory_method",
     "param_count", "device", "label", "harness", "git_commit", "python", "torch", "cpu", "gpu",
-    "forwards", "tokens", "flops", "mfu",
+    "forwards", "tokens", "flops", "mfu", "backprop", "framework_bytes", "budget",
 ]
 NUMERIC = ["steps", "evals", "wall_clock_s", "optimizer_time_s", "final_loss", "best_loss",
            "final_metric", "best_metric", "peak_memory_bytes", "param_count",
-           "forwards", "tokens", "flops", "mfu"]   # cost totals (harness.costs); NaN for older runs
+           "forwards", "tokens", "flops", "mfu", "framework_bytes"]   # cost totals (harness.costs); NaN for older runs
 
 
 def _num(value):
@@ -44,6 +44,22 @@ def _family(problem: str) -> str:
         return registry.problem(problem).family or problem
     except Exception:  # a run of a problem this checkout does not register
         return problem.rsplit("-", 1)[0]
+
+
+def _budget(budget: dict | None) -> str | None:
+    """The stopping rule as the tables show it: "forwards=600", "steps=50"."""
+    given = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (budget or {}).items() if v is not None]
+    return ", ".join(given) or None
+
+
+def _backprop(optimizer: str) -> bool | None:
+    """Runs recorded before config.json held `backprop`: the registered class says."""
+    from harness import registry
+
+    try:
+        return bool(registry.optimizer(optimizer).factory.BACKPROP)
+    except Exception:  # an optimizer this checkout does not register
+        return None
 
 
 def _trial_params(problem: str) -> tuple[str, ...]:
@@ -86,6 +102,8 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
         for key in NUMERIC:
             row[key] = _num(summary.get(key))
         row["family"] = _family(row["problem"])
+        row["backprop"] = cfg.get("backprop", _backprop(row["optimizer"]))
+        row["budget"] = _budget(cfg.get("budget"))
         rows.append(row)
         trials = _trial_params(row["problem"])   # pooled like seeds: not part of the label
         configs[run_id] = {"budget": cfg.get("budget"), "optimizer_params": cfg.get("optimizer_params", {}),

@@ -90,6 +90,10 @@ def curves_figure(problem: str, runs: pd.DataFrame, curves: dict, out: Path) -> 
                 c = colour(label)
                 (line,) = ax.plot(grid, med, color=c, lw=1.8, marker="o" if len(grid) == 1 else None)
                 handles.setdefault(label, line)
+                if y == "metric" and x != "time_s":   # the evaluations (on the count axes, alike for every seed)
+                    first = curves[g["run_id"].iloc[0]]
+                    xs = first.loc[first["metric"].notna(), x].dropna().to_numpy(float) if x in first else []
+                    ax.plot(xs, np.interp(xs, grid, med), ls="", marker="o", ms=3.5, color=c)
                 counts[label] = max(counts.get(label, 0), n)
                 if n > 1:
                     ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
@@ -103,8 +107,9 @@ def curves_figure(problem: str, runs: pd.DataFrame, curves: dict, out: Path) -> 
             ax.grid(True, alpha=0.3)
     fig.legend(list(handles.values()), [f"{short_label(k)} (n={counts[k]})" for k in handles],
                loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
-    fig.suptitle(f"{problem}: median over seeds (line), 95% bootstrap interval of the median (shaded); "
-                 "a seed that ended earlier holds its last value", fontsize=11)
+    fig.suptitle(f"{problem}: median over seeds (line), 95% bootstrap interval of the median (shaded), "
+                 "dots: evaluations of the metric (count axes); a seed that ended earlier holds its last value",
+                 fontsize=11)
     fig.tight_layout(rect=(0, 0.05 + 0.03 * ((len(handles) - 1) // 6), 1, 1))
     name = f"curves_{slug(problem)}.png"
     fig.savefig(out / name, dpi=110)
@@ -156,9 +161,9 @@ def memory_figure(runs: pd.DataFrame, out: Path) -> str | None:
     ax.set_xlabel(_memory_axis_label(sub))
     ax.set_title("Peak memory per optimizer and problem (all runs incl. failed; whisker = min-max over seeds)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(out / "memory.png", dpi=110)
+    fig.savefig(out / "memory.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "memory.png"
 

@@ -117,8 +117,9 @@ def test_significance_holm_and_the_winner_mark(tmp_path):
     md = (tmp_path / "out" / "final_bbob-f1-d2.md").read_text()
     assert "tpe ★" in md and "cma ★" not in md
     cols = pd.read_csv(tmp_path / "out" / "significance.csv").columns.tolist()
-    assert cols == ["problem", "quantity", "optimizer_a", "optimizer_b", "n_a", "n_b", "statistic",
-                    "p_value", "p_holm", "better"]
+    assert cols == stats.SIGNIFICANCE_COLUMNS and cols[:10] == [
+        "problem", "quantity", "optimizer_a", "optimizer_b", "n_a", "n_b", "statistic", "p_value", "p_holm", "better"]
+    assert final.loc[("cma", "tpe"), "a12"] == 0.0 and final.loc[("cma", "tpe"), "verdict"] == "tpe better"
     scores = stats.normalized_scores(runs).set_index("optimizer")
     assert scores.loc["random", "score_median"] == pytest.approx(0.0)   # its own median
     assert scores.loc["tpe", "score_median"] == pytest.approx(100 * (1.25 - 0.03) / 1.25)  # optimum 0
@@ -170,3 +171,18 @@ def test_ioh_export_through_the_analyzer_logger(tmp_path):
     first, second = info["scenarios"][0]["runs"]
     assert (first["evals"], first["best"]["evals"], first["best"]["y"]) == (30, 20, 0.5)
     assert (second["best"]["evals"], second["best"]["y"]) == (20, 1.5)
+
+
+def test_three_seeds_are_too_few_for_the_rank_test_and_say_so():
+    """3 vs 3 with every adam seed ~2 nats above every es seed: Mann-Whitney's smallest p is
+    0.1, so the verdict is "too few seeds"; A12 = 1 and Welch's t still sees the difference."""
+    higher = {"es": [-4.40, -4.37, -4.60], "adam": [-2.41, -2.38, -2.45]}
+    runs = pd.DataFrame([{"problem": "qwen3-tiny", "label": o, "status": "ok", "final_metric": v,
+                          "metric_higher_is_better": True} for o, vs in higher.items() for v in vs])
+    sig = stats.significance(runs, pd.DataFrame()).set_index(["optimizer_a", "optimizer_b"])
+    row = sig.loc[("adam", "es")]
+    assert row["p_value"] == pytest.approx(0.1) and row["better"] == ""
+    assert row["verdict"] == "too few seeds (3 per side; 4 needed)" and row["min_seeds"] == 4
+    assert row["a12"] == 1.0                                     # adam's runs beat es's every time
+    assert row["p_welch"] < 0.01 and row["p_permutation"] == pytest.approx(0.1)
+    assert stats.seeds_needed(1) == 4 and stats.seeds_needed(3) == 5 and stats.seeds_needed(10) == 6

@@ -92,6 +92,37 @@ def test_it_steps_what_the_plain_loop_steps(name, one_thread):
     assert all(torch.equal(a, p.detach()) for a, p in zip(got, params))
 
 
+def _tensor_bytes(state) -> int:
+    """Bytes of the tensors (not the 0-d step counters) in a torch optimizer's state,
+    through the lists SOAP keeps its preconditioners in."""
+    if torch.is_tensor(state):
+        return state.numel() * state.element_size() if state.dim() else 0
+    if isinstance(state, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in state)
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    return 0
+
+
+@pytest.mark.parametrize("problem_name,problem_hp", [("digits-mlp", {"depth": "2"}), ("qwen3-tiny", {})])
+@pytest.mark.parametrize("name", sorted(CASES) + ["adam"])
+def test_planned_optimizer_state_is_what_the_library_holds(name, problem_name, problem_hp, one_thread):
+    """The planner's optimizer_states against the bytes the library's state holds after a few
+    steps, exactly: SOAP's preconditioners from the shapes, Muon's split from the layers."""
+    from harness import planner
+
+    sets = {k: str(v) for k, v in CASES.get(name, ({},))[0].items()}
+    plan = planner.plan(name, problem_name, {**sets, **problem_hp}, device="cpu")
+    problem = make_problem(problem_name, seed=0, **{k: int(v) for k, v in problem_hp.items()})
+    problem.build(torch.device("cpu"))
+    opt = build_optimizer(name, problem, seed=0, **sets)
+    for k in range(3):
+        opt.step(k)
+    torch_opts = getattr(opt.opt, "optimizers", [opt.opt])
+    held = sum(_tensor_bytes(list(o.state.values())) for o in torch_opts)
+    assert plan.breakdown["optimizer_states"] == held, (plan.breakdown, held)
+
+
 def test_schedulefree_is_scored_at_its_average_and_trains_at_y(one_thread):
     problem = make_problem("digits-mlp", seed=0)
     problem.build(torch.device("cpu"))

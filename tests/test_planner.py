@@ -164,6 +164,8 @@ def own_cache(tmp_path_factory):
     ("adam", "qwen3-tiny", [], 1),
     ("es", "qwen3-small", ["population=2"], 1),   # memory does not depend on the population
     ("adam", "qwen3-small", [], 1),
+    ("soap", "qwen3-small", [], 1),   # preconditioners 8 numbers per parameter here, from shapes
+    ("muon", "qwen3-small", [], 1),
     ("cma", "digits-mlp", ["variant=sep"], 3),
     ("cma", "digits-mlp", ["variant=full", "hidden=32"], 3),  # 14 n^2 doubles at the checkpoint
 ])

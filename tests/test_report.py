@@ -4,6 +4,7 @@ import csv
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import store
@@ -94,9 +95,15 @@ def test_report_files_and_memory_by_size(store_dir, tmp_path):
     out = tmp_path / "out"
     result = build(store_dir, out)
     assert result["figures"]["memory_by_size"] == {"qwen3": "memory_by_size_qwen3.png"}
-    for name in ("memory_by_size_qwen3.png", "memory.png", "profile.png", "curves_qwen3-tiny.png",
-                 "curves_qwen3-small.png", "index.html", "index.md", "profile_costs.csv", "runs.csv"):
+    for name in ("memory_by_size_qwen3.png", "memory.png", "memory_quality.png", "curves_qwen3-tiny.png",
+                 "curves_qwen3-small.png", "index.html", "index.md", "runs.csv"):
         assert (out / name).stat().st_size > 200, name
+    # two problems: no profile (a few flat steps), and the index says why; no file is written empty
+    assert not (out / "profile.png").exists() and not (out / "algoperf_profile.png").exists()
+    assert "with 2 problems (fewer than 3)" in (out / "index.md").read_text()
+    assert all(f.stat().st_size > 0 for f in out.iterdir() if f.is_file())
+    assert not (out / "scores.csv").exists()                 # no random search among the runs
+    assert set(result["figure_files"]) == {f.name for f in out.glob("*.png")}   # the console's count
     with open(out / "final_qwen3-tiny.csv") as fh:
         rows = {r["optimizer"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"es", "mezo"} and rows["es"]["seeds"] == "2"
@@ -122,3 +129,25 @@ def test_report_bad_runs_dir_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such directory" in err[0] and "no run directories" in err[1]
     assert not out.exists()
+
+
+def test_final_table_columns_have_a_direction_a_bold_best_and_one_format():
+    from reports.tables import markdown, number_format
+
+    assert number_format([527.9, 930.0]) == ".1f" and number_format([600.0, 200.0]) == ".0f"
+    assert number_format([2e9, 3.5]) == ".3e"
+    t = pd.DataFrame({"optimizer": ["adam", "es"], "budget": ["forwards=600"] * 2, "seeds": [3, 3], "failed": [0, 0],
+                      "diverged": [0, 0], "metric_name": "heldout_logprob", "metric_higher_is_better": True,
+                      **{f"{k}_{s}": [1.5, 2.25] for k in ("final_loss", "best_loss", "wall_clock_s", "peak_memory_mib")
+                         for s in ("mean", "std")},
+                      "final_metric_mean": [-2.43, -4.38], "final_metric_std": [0.2, 0.1],
+                      "best_metric_mean": [-2.4, -4.3], "best_metric_std": [0.2, 0.1],
+                      "final_metric_median": [-2.43, -4.38], "final_metric_ci_low": [-2.7, -4.6],
+                      "final_metric_ci_high": [-2.4, -4.3], "evals_mean": [200.0, 600.0], "evals_std": [0.0, 0.0],
+                      "forwards_mean": [600.0, 600.0], "forwards_std": [0.0, 0.0]})
+    text = markdown(t)
+    assert "final heldout_logprob ↑" in text and "final loss ↓" in text and "forwards=600" in text
+    adam, es = [line for line in text.splitlines() if line.startswith("| adam") or line.startswith("| es")]
+    assert "**-2.430** ± 0.200" in adam and "**1.500** ± 1.500" in adam   # higher log-prob, lower loss: adam
+    assert "-4.380 ± 0.100" in es and "**" not in es.split("|")[9]          # one format (3 decimals) per column
+    assert "200 ± 0" in adam                                                # counts as integers

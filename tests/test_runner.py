@@ -141,3 +141,40 @@ def test_random_search_is_seeded_and_beaten_by_cma(tmp_path):
                     runs_dir=str(tmp_path)), progress=False)[1]
     assert a["best_loss"] == b["best_loss"] and math.isfinite(a["best_loss"])
     assert c["best_loss"] < a["best_loss"] / 100
+
+
+def test_log_spaced_evaluations_are_recorded_and_survive_a_resume(tmp_path):
+    """--eval-schedule log evaluates at round(10^(j/10)) and at the last step; config.json records
+    it, and a run stopped at step 12 and resumed to 30 evaluates where an unbroken one does."""
+    from harness.errors import UsageError
+    from harness.runner import resume
+    from harness.spec import on_log_grid
+
+    assert [k for k in range(1, 101) if on_log_grid(k)] == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40,
+                                                           50, 63, 79, 100]
+    spec = dict(optimizer="random", problem="bbob-f1-d5", seed=1, eval_schedule="log", checkpoint_every=4)
+    full, _ = run(RunSpec(**spec, budget=Budget(steps=30), runs_dir=str(tmp_path / "a")))
+    evaluated = [r["step"] for r in load_jsonl(full / "metrics.jsonl") if r.get("metric") is not None]
+    assert evaluated == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30]
+    assert store.read_json(full / "config.json")["eval_schedule"] == "log"
+    assert "framework_bytes" in store.read_json(full / "summary.json")   # the planner's CPU baseline, if measured
+    short, _ = run(RunSpec(**spec, budget=Budget(steps=12), runs_dir=str(tmp_path / "b")))
+    resume(short, Budget(steps=30), progress=False)
+    again = [r["step"] for r in load_jsonl(short / "metrics.jsonl") if r.get("metric") is not None]
+    assert again == [1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 16, 20, 25, 30]   # 12: the first budget's last step
+    with pytest.raises(UsageError, match="--eval-schedule 'cubic'"):
+        RunSpec(optimizer="random", problem="bbob-f1-d5", eval_schedule="cubic")
+
+
+def test_the_one_line_result_shows_where_the_metric_started(tmp_path, capsys):
+    """The run's line shows the held-out metric's first evaluation beside its final value and
+    direction: 'heldout_logprob=-3.78 (start -5.49, higher is better)'."""
+    from cli import main as cli_main
+
+    assert cli_main(["run", "--optimizer", "random", "--problem", "bbob-f1-d5", "--steps", "4",
+                     "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    run_dir = only_run_dir(tmp_path)
+    first = next(r["metric"] for r in load_jsonl(run_dir / "metrics.jsonl") if r.get("metric") is not None)
+    final = store.read_json(run_dir / "summary.json")["final_metric"]
+    assert f"={final:.6g} (start {first:.6g}, lower is better)" in line

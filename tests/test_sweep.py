@@ -66,7 +66,7 @@ def test_sweep_with_a_killed_run_then_rerun_then_report(cli, tmp_path, capsys):
         assert [r["optimizer"] for r in csv.DictReader(fh)] == ["cma", "random"]
     md = (out / "final_digits-mlp.md").read_text()
     assert "| adam" in md and "macro_f1" in md and "±" in md
-    figures = ["curves_sphere-50.png", "curves_digits-mlp.png", "memory.png", "profile.png"]
+    figures = ["curves_sphere-50.png", "curves_digits-mlp.png", "memory_quality.png", "memory.png"]
     for name in figures:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name

@@ -59,8 +59,7 @@ def main(args) -> int:
         given[problem] = [value]
         print(f"target of {problem}: {value:.6g}, the median over fresh seeds of tuned {opt} ({spec})")
     result = build(runs_dir, args.out, given, limit)
-    figs = result["figures"]
-    n_figs = len(figs["curves"]) + len(figs["memory_by_size"]) + bool(figs["memory"]) + bool(figs["profile"])
+    n_figs = len(result["figure_files"])   # every PNG this build wrote (cocopp's own pages aside)
     print(f"report of {result['runs']} runs: {len(result['tables'])} problem tables, {n_figs} figures "
           f"-> {result['out']}/index.md, {result['out']}/index.html")
     if result["coco"]:

@@ -23,6 +23,10 @@ def add_arguments(p) -> None:
     add_device_argument(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stored run from its checkpoint")
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps")
+    p.add_argument("--eval-schedule", default="linear", choices=["linear", "log"],
+                   help="when to evaluate the metric: linear (every --eval-every steps, default) or log "
+                        "(10 log-spaced steps per decade: 1, 2, 3, 4, 5, 6, 8, 10, 13, ...; resolves early "
+                        "progress for compute multipliers); the last step always")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="checkpoint every K steps (0 = never; default 100)")
     p.add_argument("--run-id", help="name of the run directory (default: generated)")
@@ -47,6 +51,25 @@ def main(args) -> int:
         distributed.shutdown()
 
 
+def _metric_start(run_dir) -> str:
+    """' (start -5.49074, higher is better)': the held-out metric's first evaluation and its
+    direction, from the run's own files, so the one-line result shows where the run began."""
+    import json
+
+    from harness import store
+
+    try:
+        higher = store.read_json(Path(run_dir) / "config.json").get("metric_higher_is_better")
+        with open(Path(run_dir) / "metrics.jsonl") as fh:
+            start = next((r["metric"] for r in map(json.loads, fh) if r.get("metric") is not None), None)
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(start, (int, float)):
+        return ""
+    direction = "" if higher is None else f", {'higher' if higher else 'lower'} is better"
+    return f" (start {start:.6g}{direction})"
+
+
 def _run(args) -> int:
     from harness import runner, tracking
     from harness.spec import Prepared
@@ -66,7 +89,7 @@ def _run(args) -> int:
         spec = runner.RunSpec(
             optimizer=args.optimizer, problem=args.problem, seed=args.seed,
             budget=budget or runner.Budget(steps=100), overrides=parse_set_args(args.set),
-            device=args.device, eval_every=args.eval_every,
+            device=args.device, eval_every=args.eval_every, eval_schedule=args.eval_schedule,
             checkpoint_every=args.checkpoint_every, runs_dir=args.runs_dir, run_id=args.run_id,
             force=args.force, threads=args.threads,
         )
@@ -77,6 +100,8 @@ def _run(args) -> int:
         run_dir, summary = runner.run(spec, progress=not args.no_progress, callbacks=loggers)
     metric = summary.get("final_metric")
     metric_txt = f"{summary.get('metric_name')}={metric:.6g}" if isinstance(metric, float) else ""
+    if metric_txt:
+        metric_txt += _metric_start(run_dir)
     loss = summary.get("final_loss")
     loss_txt = f"final_loss={loss:.6g}" if isinstance(loss, float) else ""
     from harness import distributed

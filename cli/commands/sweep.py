@@ -23,6 +23,10 @@ def add_arguments(p) -> None:
                         "checked as --set; run names and report labels carry the values")
     add_batch_arguments(p)
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps (every run)")
+    p.add_argument("--eval-schedule", default="linear", choices=["linear", "log"],
+                   help="when every run evaluates the metric: linear (every --eval-every steps, default) or log "
+                        "(10 log-spaced steps per decade: 1, 2, 3, 4, 5, 6, 8, 10, 13, ...; resolves early "
+                        "progress for compute multipliers); the last step always")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="checkpoint every K steps (default: run's default, 100)")
     add_log_argument(p, "every run")
@@ -59,13 +63,15 @@ def main(args) -> int:
     axes = experiments.parse_grid(args.grid)
     grid = experiments.grid(_names(args.optimizers, "--optimizers"), registry.select_problems(args.problems),
                             parse_seeds(args.seeds), budget.as_dict(), sets, validate_on=args.device,
-                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, axes=axes)
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                            eval_schedule=args.eval_schedule, axes=axes)
     for opt, prob, why in grid.incompatible:
         print(f"skipped (incompatible): {opt} x {prob}: {why}")
     if not args.dry_run:
         experiments.record(Path(args.runs_dir), {
             "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
-            "budget": budget.as_dict(), "sets": sets, "grid": axes, "jobs": args.jobs, "device": args.device}, grid)
+            "budget": budget.as_dict(), "sets": sets, "grid": axes, "jobs": args.jobs, "device": args.device,
+            "eval_schedule": args.eval_schedule}, grid)
     try:
         outcomes = execute_batch(grid.items, args, extra_args=["--log", ",".join(logs)] if logs else [])
     except KeyboardInterrupt as exc:

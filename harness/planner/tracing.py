@@ -51,6 +51,11 @@ class ModelFacts:
     root_unit_bytes: int = 0
     world_size: int = 1               # ranks the plan is for (set by the plan, not traced)
     device_type: str = "cpu"          # the device the facts are for (kernels differ: cpu, cuda)
+    # each trainable tensor's (name, shape), in the problem's trainable() order, and the
+    # nn.Linear modules' names in model order: for optimizers whose state depends on shapes
+    # (SOAP's preconditioners) or on which layer a tensor belongs to (Muon's hidden matrices)
+    trainable_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    linear_modules: tuple[str, ...] = ()
 
 
 class LiveBytes(TorchDispatchMode):
@@ -201,6 +206,8 @@ def model_facts(problem, device_type: str = "cpu", shadow=None) -> ModelFacts | 
         micro_batches_per_step=int(shadow.micro_batches_per_step()),
         device_type=device_type,
         model_modules=tuple(sorted({type(m).__module__ for m in model.modules()})),
+        trainable_shapes=tuple((name, tuple(p.shape)) for name, p in shadow.trainable()),
+        linear_modules=tuple(name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)),
     )
 
 
@@ -264,7 +271,10 @@ FACTS = JsonMemo("facts.json")
 def _from_json(entry: dict | None) -> ModelFacts | None:
     if entry is None:
         return None
-    return ModelFacts(**{**entry, "model_modules": tuple(entry["model_modules"])})
+    return ModelFacts(**{**entry, "model_modules": tuple(entry["model_modules"]),
+                         "trainable_shapes": tuple((name, tuple(shape)) for name, shape
+                                                   in entry.get("trainable_shapes", ())),
+                         "linear_modules": tuple(entry.get("linear_modules", ()))})
 
 
 def cached_model_facts(problem, device_type: str = "cpu", isolated: bool = True,
