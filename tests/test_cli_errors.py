@@ -79,5 +79,22 @@ def test_list_shows_kinds_and_param_counts(cli):
     assert proc.returncode == 0, proc.stderr
     row = next(r for r in proc.stdout.splitlines() if r.startswith("digits-mlp "))
     assert "weights" in row and "(4,810)" in row
+    # bbob's 144 problems are one row with their range, not 144 rows before the rest
+    bbob = [r for r in proc.stdout.splitlines() if r.startswith("bbob-")]
+    assert len(bbob) == 1 and bbob[0].startswith("bbob-f{1..24}-d{2,3,5,10,20,40} ") and "144 problems" in bbob[0]
     proc = cli("list", "optimizers")
     assert any(r.startswith("cma ") and "search-space,weights" in r for r in proc.stdout.splitlines())
+
+
+def test_list_all_expands_the_folded_family():
+    from cli.commands.list import fold_names, problem_rows
+    from harness import registry
+
+    registry.load_all()
+    entries = list(registry.PROBLEMS.values())
+    folded, expanded = problem_rows(entries, expand=False), problem_rows(entries, expand=True)
+    assert len(expanded) == len(entries) and len(folded) == len(entries) - 143
+    assert sum(r[0].startswith("bbob-f") for r in expanded) == 144
+    # names that differ in more than their numbers are not folded into a pattern
+    assert fold_names(["sphere-50", "rastrigin-50"]) is None
+    assert fold_names(["x-f1-d2", "x-f2-d2", "x-f3-d10"]) == "x-f{1..3}-d{2,10}"

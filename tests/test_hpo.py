@@ -136,6 +136,9 @@ def test_reproduce_seed003_on_a_tiny_budget_writes_the_table(cli, tmp_path):
                "--set", "softmask_steps=5", "--set", "objective_evals=3", "--set", "final_steps=5",
                env={"HARNESS_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
+    # it ends by naming the report to run on its runs-dir
+    assert proc.stdout.splitlines()[-1] == \
+        f"report: python -m harness report {tmp_path / 'runs'} --out {tmp_path / 'runs-report'}"
     text = (tmp_path / "out" / "seed003.md").read_text()
     assert "| 98% |" in text and "| 90% |" in text and "0.81" in text
     assert "| digits-hpo | 6 | tpe | 3 |" in text and "| digits-hpo | 6 | cma | 3 |" in text

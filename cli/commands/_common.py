@@ -102,6 +102,17 @@ def execute_batch(items, args, what: str = "runs", extra_args=()):
                             executor=cluster.make(args.executor, args.executor_sets, runs_dir))
 
 
+def report_hint(runs_dir) -> str:
+    """The line a batch verb ends with: the `report` command for what it ran, written to a
+    sibling folder (a report inside the runs-dir would sit among the runs)."""
+    import shlex
+    from pathlib import Path
+
+    runs = Path(runs_dir)
+    out = runs.parent / f"{runs.name or 'runs'}-report"
+    return f"report: python -m harness report {shlex.quote(str(runs))} --out {shlex.quote(str(out))}"
+
+
 def interrupted_exit(verb: str, exc: BaseException | None = None) -> int:
     """130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
     from harness.executor import BatchTerminated

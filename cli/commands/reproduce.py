@@ -36,7 +36,7 @@ def _raw():
 
 def main(args) -> int:
     from harness import executor, experiments
-    from cli.commands._common import check_batch_args, execute_batch, interrupted_exit
+    from cli.commands._common import check_batch_args, execute_batch, interrupted_exit, report_hint
 
     exp = experiments.experiment(args.experiment)
     check_batch_args(args)
@@ -49,4 +49,5 @@ def main(args) -> int:
         return 0
     print(f"{args.experiment}: {executor.counts(outcomes)}")
     print(exp.render(args, outcomes))
+    print(report_hint(args.runs_dir))
     return 0 if all(o.status in executor.DONE for o in outcomes) else 1

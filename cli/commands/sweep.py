@@ -46,7 +46,7 @@ def main(args) -> int:
 
     from harness import executor, experiments, registry, tracking
     from cli.commands._common import (
-        budget_from_args, check_batch_args, execute_batch, interrupted_exit,
+        budget_from_args, check_batch_args, execute_batch, interrupted_exit, report_hint,
     )
     from harness.errors import UsageError
     from harness.params import parse_seeds, parse_set_args
@@ -83,4 +83,5 @@ def main(args) -> int:
     failed = [o for o in outcomes if o.status not in executor.DONE]
     for o in failed:
         print(f"  {o.status}: {o.item.label}: {o.reason}  ({o.run_dir})")
+    print(report_hint(args.runs_dir))
     return 1 if failed else 0

@@ -40,7 +40,7 @@ def main(args) -> int:
 
     from harness import cluster
     from studies import tuning
-    from cli.commands._common import budget_from_args, check_batch_args, interrupted_exit
+    from cli.commands._common import budget_from_args, check_batch_args, interrupted_exit, report_hint
     from harness.errors import UsageError
     from harness.executor import state_of
     from harness.params import parse_seed, parse_seeds, parse_set_args
@@ -84,5 +84,6 @@ def main(args) -> int:
     out = tuning_report.write(runs_dir)
     print(out["md"].read_text())
     print(f"tuning.csv, final.csv, tuning.md, tuning.json -> {runs_dir}")
+    print(report_hint(runs_dir))
     missing = [o for o, b in record["best"].items() if b is None]
     return 1 if missing else 0
