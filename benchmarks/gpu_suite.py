@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages
 
 import torch  # noqa: E402
+from interleave import interleaved  # noqa: E402
 
 GiB = 2**30
 STAGES = ("speed", "memory", "cli", "tests")
@@ -251,15 +252,8 @@ def speed(cfg: dict, device: torch.device, reps: int, peak: float | None) -> dic
             prob.loss(batch)
 
     work = {"forward": forward, **{m: opt.step for m, opt in opts.items()}}
-    times: dict[str, list[float]] = {m: [] for m in work}
-    for rep in range(reps + 1):                       # rep 0: warm-up (kernels, allocator)
-        for m, fn in work.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn(rep)
-            sync(device)
-            if rep:
-                times[m].append(time.perf_counter() - t0)
+    # rotated order (benchmarks/interleave.py), one warm-up round (kernels, allocator)
+    times = interleaved(work, reps, sync=lambda: sync(device))
     out = {"problem": name, "params": params, "tokens_per_batch": tokens, "population": n,
            "forward_flops": fwd, "eggroll_members_per_forward": k, "reps": reps, "methods": {}}
     for m, ts in times.items():
