@@ -212,39 +212,21 @@ def memory(cfg: dict, device: torch.device, suite: Suite) -> None:
               flush=True)
 
 
-def eggroll_chunk(problem: str, sets: dict, n: int, device: torch.device) -> int:
-    """The largest K in N, N/2, ... whose eggroll plan fits in 85% of the device's memory."""
-    from harness import planner
-
-    if device.type != "cuda":
-        return n
-    have = 0.85 * torch.cuda.get_device_properties(device).total_memory
-    k = n
-    while k > 1:
-        plan = planner.plan("eggroll", problem, {**{f"problem.{a}": b for a, b in sets.items()},
-                                                 "optimizer.population": str(n),
-                                                 "optimizer.members_per_forward": str(k)}, device="cuda")
-        if plan.peak_bytes <= have:
-            return k
-        k = max(k // 2, 1)
-    return 1
-
-
 def speed(cfg: dict, device: torch.device, reps: int, peak: float | None) -> dict:
     from harness import registry
 
     n, name = cfg["population"], cfg["speed_problem"]
-    k = eggroll_chunk(name, cfg["speed_sets"], n, device)
     prob = registry.problem(name).create(cfg["speed_sets"])
     prob.build(device)
     batch = prob.batch(0)
     params, tokens, fwd = prob.param_count(), prob.batch_tokens(batch), prob.forward_flops(batch)
     opts = {"es": registry.optimizer("es").build(prob, 0, population=n),
-            "eggroll": registry.optimizer("eggroll").build(prob, 0, population=n, members_per_forward=k),
+            "eggroll": registry.optimizer("eggroll").build(prob, 0, population=n),   # its auto K
             "mezo": registry.optimizer("mezo").build(prob, 0),
             "adam": registry.optimizer("adam").build(prob, 0)}
     for opt in opts.values():
         opt.setup()
+    k = opts["eggroll"].hp["members_per_forward"]
     flops = {"forward": fwd, "es": n * fwd, "eggroll": n * fwd, "mezo": 2 * fwd, "adam": 3 * fwd}
 
     def forward(_k):
