@@ -17,6 +17,8 @@ float32 buffer of one tensor and round once.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from harness.seeding import derive_seed
@@ -31,6 +33,12 @@ KEEP_NOISE_BYTES = 16 * 2**20
 _generators: dict[torch.device, torch.Generator] = {}
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _tensor_seed(seed: int, index: int) -> int:
+    # a member's tensor seeds are needed again at its restore/update: hashed once
+    return derive_seed(seed, index)
+
+
 def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
     """Float32 N(0, 1) noise of tensor `index` for perturbation `seed`, on like's device.
     One generator per device, reseeded per call: manual_seed resets its whole state, so
@@ -38,7 +46,7 @@ def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
     g = _generators.get(like.device)
     if g is None:
         g = _generators[like.device] = torch.Generator(device=like.device)
-    g.manual_seed(derive_seed(seed, index))
+    g.manual_seed(_tensor_seed(seed, index))
     return torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
 
 
