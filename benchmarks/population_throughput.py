@@ -10,8 +10,10 @@ share one built problem and are interleaved in rotated order (benchmarks/
 interleave.py) in one process on one torch thread, so machine load hits all alike;
 the weights are restored after each timed iteration (outside the timing).
 es batched is `es --set members_per_forward=N`, eggroll runs with its defaults
-(rank 1, all N members in one forward) and as eggroll-inplace
-(`--set members_per_forward=1`: W + sigma A B^T formed in place, one member at a time).
+(rank 1, members_per_forward auto: in place on a CPU, so the same as eggroll-inplace
+there; stacked on CUDA), as eggroll-inplace (`--set members_per_forward=1`: W + sigma
+A B^T formed in place, one member at a time) and as eggroll-stacked (all N members in
+one forward, `--set members_per_forward=N`: the default before auto).
 
 Held-out loss: es and eggroll with the hyperparameters a run gets by default
 (sigma 1e-2, zscore shaping, population N; alpha 5e-2 for es, 8e-2 for eggroll,
@@ -36,10 +38,11 @@ import torch  # noqa: E402
 from interleave import interleaved, ratios, summary  # noqa: E402
 
 METHODS = {"es": ("es", {}), "es-batched": ("es", {"members_per_forward": None}), "eggroll": ("eggroll", {}),
-           "eggroll-inplace": ("eggroll", {"members_per_forward": 1})}
+           "eggroll-inplace": ("eggroll", {"members_per_forward": 1}),
+           "eggroll-stacked": ("eggroll", {"members_per_forward": None})}
 
 
-def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=()) -> dict[str, list[float]]:
+def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=(), only=None) -> dict[str, list[float]]:
     """Members per second of each method on `problem`, one figure per repeat (interleaved in
     rotated order); `chunks`: extra eggroll rows with members_per_forward=K."""
     from harness import registry
@@ -48,6 +51,8 @@ def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=()) -> d
     prob.build(torch.device("cpu"))
     opts = {}
     methods = dict(METHODS, **{f"eggroll-k{k}": ("eggroll", {"members_per_forward": k}) for k in chunks})
+    if only:
+        methods = {label: m for label, m in methods.items() if label in only or label == "es"}
     for label, (name, hp) in methods.items():
         hp = {k: (n if v is None else v) for k, v in hp.items()}
         opts[label] = registry.optimizer(name).build(prob, 0, population=n, **hp)
@@ -88,6 +93,7 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=1500, help="member evaluations per held-out run")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--eggroll-k", default="", help="extra eggroll rows with members_per_forward=K, e.g. 1,5")
+    ap.add_argument("--methods", help="only these rows (and es), e.g. eggroll,eggroll-inplace")
     ap.add_argument("--no-heldout", action="store_true", help="throughput only")
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in seconds")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -108,7 +114,7 @@ def main() -> None:
           f"iterations (scoring + update) interleaved in rotated order; ratios: median (min-max)")
     for problem in problems:
         chunks = [int(k) for k in args.eggroll_k.split(",") if k]
-        mps = throughput(problem, n, args.reps, overrides, chunks)
+        mps = throughput(problem, n, args.reps, overrides, chunks, args.methods and args.methods.split(","))
         # per-repeat ratios to es (adjacent timings), median and spread
         rel = {k: ratios(v, mps["es"]) for k, v in mps.items() if k != "es"}
         out["throughput"][problem] = {k: statistics.median(v) for k, v in mps.items()}

@@ -24,12 +24,6 @@ import torch
 from harness.seeding import derive_seed
 
 
-# Bytes of one member's noise (fp32, every trainable tensor) that Perturber.scored holds
-# while the member is scored, so that the restore reuses it instead of drawing it again
-# (a third of the noise an ES member costs; on qwen3-tiny noise is what ES adds to its
-# forwards, docs/overheads.md). Above this, one tensor's noise at a time, drawn twice.
-KEEP_NOISE_BYTES = 16 * 2**20
-
 _generators: dict[torch.device, torch.Generator] = {}
 
 
@@ -50,12 +44,6 @@ def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
 
 
-def kept_noise_bytes(facts) -> int:
-    """Bytes Perturber.scored holds during a forward: one member's fp32 noise, when it fits."""
-    noise = 4 * int(facts.trainable_count)
-    return noise if noise <= KEEP_NOISE_BYTES else 0
-
-
 def perturbation_bytes(facts) -> int:
     """Peak bytes of Perturber.add beyond the weights: the largest tensor's fp32 noise, plus
     an fp32 copy of that tensor when the weights are not fp32 (p.float())."""
@@ -63,15 +51,12 @@ def perturbation_bytes(facts) -> int:
     return int(4 * numel * (1 if facts.dtype_bytes == 4 else 2))
 
 
-def in_place_phases(facts, kept: int = 0) -> dict[str, dict[str, int]]:
+def in_place_phases(facts) -> dict[str, dict[str, int]]:
     """The memory phases of an in-place perturbation method (es, mezo): one tensor's noise
     while it is added or taken back, one no-grad forward's activations while a member is
-    scored, never both (on an H200 their sum over-counted the peak by 11-40%, docs/gpu.md);
-    `kept`: noise held through the forward (kept_noise_bytes)."""
-    forward = {"activations": int(facts.forward_activation_bytes)}
-    if kept:
-        forward["member_noise"] = int(kept)
-    return {"perturbing": {"noise": max(perturbation_bytes(facts), int(kept))}, "forward": forward}
+    scored, never both (on an H200 their sum over-counted the peak by 11-40%, docs/gpu.md)."""
+    return {"perturbing": {"noise": perturbation_bytes(facts)},
+            "forward": {"activations": int(facts.forward_activation_bytes)}}
 
 
 class Perturber:
@@ -79,33 +64,17 @@ class Perturber:
 
     def __init__(self, named_params):
         self.params = [p for _, p in named_params]
-        self.keeps_noise = 4 * sum(p.numel() for p in self.params) <= KEEP_NOISE_BYTES
-
-    @torch.no_grad()
-    def scored(self, seed: int, scale: float, score):
-        """add(seed, scale), score(), add(seed, -scale), bit for bit as those calls: the
-        member's noise is drawn once and held through score() when it fits in
-        KEEP_NOISE_BYTES (the restore then reuses it), else drawn again for the restore."""
-        if not self.keeps_noise:
-            self.add(seed, scale)
-            try:
-                return score()
-            finally:
-                self.add(seed, -scale)
-        noise = [tensor_noise(seed, i, p) for i, p in enumerate(self.params)]
-        for p, eps in zip(self.params, noise):
-            _add_scaled(p, eps, scale)
-        try:
-            return score()
-        finally:
-            for p, eps in zip(self.params, noise):
-                _add_scaled(p, eps, -scale)
 
     @torch.no_grad()
     def add(self, seed: int, scale: float) -> None:
         """w_i += scale * eps(seed, i) for every tensor i."""
         for i, p in enumerate(self.params):
-            _add_scaled(p, tensor_noise(seed, i, p), scale, keep=False)
+            eps = tensor_noise(seed, i, p)
+            if p.dtype == torch.float32:
+                p.add_(eps, alpha=scale)
+            else:
+                p.copy_(eps.mul_(scale).add_(p.float()))
+            del eps
 
     @torch.no_grad()
     def bounce(self, seed: int, scale: float) -> None:
@@ -134,12 +103,3 @@ class Perturber:
                 del eps
             if acc is not None:
                 p.copy_(acc)
-
-
-def _add_scaled(p: torch.Tensor, eps: torch.Tensor, scale: float, keep: bool = True) -> None:
-    """p += scale * eps: in place in fp32; in a lower precision computed in fp32 and rounded
-    once to p's dtype (in eps's own memory unless `keep`: eps is reused)."""
-    if p.dtype == torch.float32:
-        p.add_(eps, alpha=scale)
-    else:
-        p.copy_((eps * scale if keep else eps.mul_(scale)).add_(p.float()))

@@ -26,7 +26,7 @@ import torch
 
 from harness.params import Param
 from harness.registry import register_optimizer
-from optimizers._perturb import Perturber, in_place_phases, kept_noise_bytes, perturbation_bytes, tensor_noise
+from optimizers._perturb import Perturber, in_place_phases, perturbation_bytes, tensor_noise
 from optimizers.population import PopulationES
 
 
@@ -70,7 +70,7 @@ class ES(PopulationES):
         """In place (K = 1) as every in-place method; batched: none (memory_model counts all)."""
         if min(hp["members_per_forward"], hp["population"]) > 1:
             return None
-        return in_place_phases(facts, kept_noise_bytes(facts))
+        return in_place_phases(facts)
 
     # -- the perturbation (the population-ES base's hooks) --------------------------
     def setup(self) -> None:
@@ -100,7 +100,11 @@ class ES(PopulationES):
             if j not in scored:  # replayed only: perturb and restore, noise generated once
                 self.pert.bounce(seed, sign * sigma)
                 continue
-            scores[j] = -self.pert.scored(seed, sign * sigma, lambda: float(self.problem.loss(batch)))
+            self.pert.add(seed, sign * sigma)
+            try:
+                scores[j] = -float(self.problem.loss(batch))
+            finally:
+                self.pert.add(seed, -sign * sigma)
         return [scores[j] for j in wanted]
 
     @torch.no_grad()
