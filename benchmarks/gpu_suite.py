@@ -13,11 +13,13 @@ gets the time that is left as its timeout.
 
 Stages, in this order (the headline figures first):
   plans   the planner's prediction for every row below (no CUDA yet)
-  speed   at the speed problem, methods interleaved, median of --reps after one warm-up:
+  speed   at the speed problem, methods interleaved in rotated order, median of --reps
+          after one warm-up round:
           one plain forward of the step's batch (problem.loss, no grad); one es iteration
           of N members (in place, sequential) and its ratio to N forwards; one eggroll
-          iteration of N members (members_per_forward = the largest K in N, N/2, ... that
-          the planner fits in 85% of the device); one mezo step; one adam step
+          iteration of N members (members_per_forward: eggroll's auto, on CUDA the largest
+          K in N, N/2, ... that the planner fits in 85% of the device); one mezo step;
+          one adam step
   memory  each (optimizer, problem) one real 2-step run through the runner, bf16 weights,
           the problem's GPU presets: its recorded peak (max_memory_allocated after a reset
           at run start) against the plan; a run the preflight refuses is recorded refused
