@@ -6,7 +6,13 @@
 Time (in this process): one ES iteration (N perturb/score/restore cycles plus
 the update that regenerates all noise) divided by N x the time of one plain
 forward of the same batch (problem.loss under no_grad, i.e. one fitness).
-Target <= 1.10. Both are the median of --reps repetitions after a warm-up.
+Target <= 1.10. The two sides are timed in one process on one torch thread,
+interleaved in rotated order (forwards, ES, ES, forwards, ...: benchmarks/
+interleave.py) after a warm-up round; the ratio printed is the median of the
+per-repeat ratios with its spread (min-max). An ES iteration includes its N
+forwards, so a median below 1 is a measurement error: it is flagged and the
+script exits non-zero. `--no-memory`
+skips the memory ratio below.
 
 Memory (each measurement in a fresh subprocess, so nothing of one pollutes
 the other): after imports, model build, batch creation and one warm-up
@@ -34,13 +40,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages
 
 import torch  # noqa: E402
+from interleave import impossible_below_one, interleaved, ratios, summary  # noqa: E402
 
 
 def build(problem: str, device: str, overrides: dict):
@@ -114,13 +120,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", default="qwen3-small")
     ap.add_argument("--population", type=int, default=30)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--set", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="problem hyperparameter KEY=VALUE (repeatable)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="measure CPU memory with glibc's default malloc thresholds (noisy)")
+    ap.add_argument("--no-memory", action="store_true", help="time only")
     ap.add_argument("--child", choices=["forward", "es"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,43 +138,39 @@ def main() -> None:
     batch = prob.batch(0)
     n = args.population
 
-    def forward():
+    def forwards(_r):
         with torch.no_grad():
-            prob.loss(batch)
-        sync(args.device)
+            for _ in range(n):
+                prob.loss(batch)
 
-    def iteration(k):
-        es.update(k, es.gather_fitness(k, batch))
-        sync(args.device)
+    def iteration(r):
+        es.update(r, es.gather_fitness(r, batch))
 
-    forward()
-    fwd, it = [], []
-    for r in range(args.reps):  # interleaved so machine load hits both alike
-        t0 = time.perf_counter()
-        for _ in range(n):
-            forward()
-        fwd.append((time.perf_counter() - t0) / n)
-        t0 = time.perf_counter()
-        iteration(r)
-        it.append(time.perf_counter() - t0)
-    t_fwd, t_it = statistics.median(fwd), statistics.median(it)
+    # one process, one thread, the two sides in rotated order (AB, BA, ...), every repeat kept
+    times = interleaved({"forwards": forwards, "es": iteration}, args.reps, sync=lambda: sync(args.device))
+    ratio = ratios(times["es"], times["forwards"])
     modes = {"fixed malloc thresholds": FIXED_MALLOC}
     if args.default_malloc:
         modes = {"default glibc malloc": {}}
     if args.device.startswith("cuda"):
         modes = {"CUDA allocator": {}}
-    mem = {m: (measure_memory(args, "forward", env), measure_memory(args, "es", env))
-           for m, env in modes.items()}
+    mem = {} if args.no_memory else {m: (measure_memory(args, "forward", env), measure_memory(args, "es", env))
+                                     for m, env in modes.items()}
     print(f"problem {args.problem} ({prob.param_count():,} params, {prob.hp['samples']} samples x "
           f"{prob.hp['seq_len']} tokens, micro_batch {prob.hp['micro_batch']}), population {n}, "
           f"device {args.device}, torch threads {args.threads}")
-    print(f"forward (one fitness): {t_fwd * 1e3:.1f} ms; ES iteration: {t_it * 1e3:.1f} ms")
-    print(f"time ratio  ES iteration / (N x forward) = {t_it / (n * t_fwd):.3f}  (target <= 1.10)")
+    print(f"forward (one fitness): {statistics.median(times['forwards']) / n * 1e3:.2f} ms; "
+          f"ES iteration: {statistics.median(times['es']) * 1e3:.1f} ms (medians)")
+    print(f"time ratio  ES iteration / (N x forward) = {summary(ratio)}  (target <= 1.10; per-repeat "
+          f"ratios, sides interleaved in rotated order)")
+    flag = impossible_below_one("ES iteration / (N x forward)", ratio)
     for mode, (mem_f, mem_e) in mem.items():
         peak_f, peak_e = mem_f["weights"] + mem_f["extra"], mem_e["weights"] + mem_e["extra"]
         print(f"memory ({mode}): weights {mem_f['weights'] / 2**20:.1f} MiB; forward extra "
               f"{mem_f['extra'] / 2**20:.1f} MiB; ES extra {mem_e['extra'] / 2**20:.1f} MiB; "
               f"ratio ES peak / forward peak = {peak_e / peak_f:.3f}  (target <= 1.15)")
+    if flag:
+        sys.exit(flag)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ gets the time that is left as its timeout.
 
 Stages, in this order (the headline figures first):
   plans   the planner's prediction for every row below (no CUDA yet)
-  speed   at the speed problem, methods interleaved, median of --reps after one warm-up:
+  speed   at the speed problem, methods interleaved in rotated order, median of --reps
+          after one warm-up round:
           one plain forward of the step's batch (problem.loss, no grad); one es iteration
           of N members (in place, sequential) and its ratio to N forwards; one eggroll
-          iteration of N members (members_per_forward = the largest K in N, N/2, ... that
-          the planner fits in 85% of the device); one mezo step; one adam step
+          iteration of N members (members_per_forward: eggroll's auto, on CUDA the largest
+          K in N, N/2, ... that the planner fits in 85% of the device); one mezo step;
+          one adam step
   memory  each (optimizer, problem) one real 2-step run through the runner, bf16 weights,
           the problem's GPU presets: its recorded peak (max_memory_allocated after a reset
           at run start) against the plan; a run the preflight refuses is recorded refused
@@ -52,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages
 
 import torch  # noqa: E402
+from interleave import interleaved  # noqa: E402
 
 GiB = 2**30
 STAGES = ("speed", "memory", "cli", "tests")
@@ -211,39 +214,21 @@ def memory(cfg: dict, device: torch.device, suite: Suite) -> None:
               flush=True)
 
 
-def eggroll_chunk(problem: str, sets: dict, n: int, device: torch.device) -> int:
-    """The largest K in N, N/2, ... whose eggroll plan fits in 85% of the device's memory."""
-    from harness import planner
-
-    if device.type != "cuda":
-        return n
-    have = 0.85 * torch.cuda.get_device_properties(device).total_memory
-    k = n
-    while k > 1:
-        plan = planner.plan("eggroll", problem, {**{f"problem.{a}": b for a, b in sets.items()},
-                                                 "optimizer.population": str(n),
-                                                 "optimizer.members_per_forward": str(k)}, device="cuda")
-        if plan.peak_bytes <= have:
-            return k
-        k = max(k // 2, 1)
-    return 1
-
-
 def speed(cfg: dict, device: torch.device, reps: int, peak: float | None) -> dict:
     from harness import registry
 
     n, name = cfg["population"], cfg["speed_problem"]
-    k = eggroll_chunk(name, cfg["speed_sets"], n, device)
     prob = registry.problem(name).create(cfg["speed_sets"])
     prob.build(device)
     batch = prob.batch(0)
     params, tokens, fwd = prob.param_count(), prob.batch_tokens(batch), prob.forward_flops(batch)
     opts = {"es": registry.optimizer("es").build(prob, 0, population=n),
-            "eggroll": registry.optimizer("eggroll").build(prob, 0, population=n, members_per_forward=k),
+            "eggroll": registry.optimizer("eggroll").build(prob, 0, population=n),   # its auto K
             "mezo": registry.optimizer("mezo").build(prob, 0),
             "adam": registry.optimizer("adam").build(prob, 0)}
     for opt in opts.values():
         opt.setup()
+    k = opts["eggroll"].hp["members_per_forward"]
     flops = {"forward": fwd, "es": n * fwd, "eggroll": n * fwd, "mezo": 2 * fwd, "adam": 3 * fwd}
 
     def forward(_k):
@@ -251,15 +236,8 @@ def speed(cfg: dict, device: torch.device, reps: int, peak: float | None) -> dic
             prob.loss(batch)
 
     work = {"forward": forward, **{m: opt.step for m, opt in opts.items()}}
-    times: dict[str, list[float]] = {m: [] for m in work}
-    for rep in range(reps + 1):                       # rep 0: warm-up (kernels, allocator)
-        for m, fn in work.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn(rep)
-            sync(device)
-            if rep:
-                times[m].append(time.perf_counter() - t0)
+    # rotated order (benchmarks/interleave.py), one warm-up round (kernels, allocator)
+    times = interleaved(work, reps, sync=lambda: sync(device))
     out = {"problem": name, "params": params, "tokens_per_batch": tokens, "population": n,
            "forward_flops": fwd, "eggroll_members_per_forward": k, "reps": reps, "methods": {}}
     for m, ts in times.items():

@@ -4,13 +4,16 @@
     OMP_NUM_THREADS=1 python benchmarks/population_throughput.py --quick    # seconds, a smoke run
 
 Throughput: members per second = N / (time of one iteration: scoring all N
-members and the update), the median of --reps iterations per method. The three
-methods share one built problem and are interleaved (es, es batched, eggroll,
-es, ...) in one process on one torch thread, so machine load hits all alike;
+members and the update), the median of --reps iterations per method, and each
+method's ratio to es as the median (min-max) of per-repeat ratios. The methods
+share one built problem and are interleaved in rotated order (benchmarks/
+interleave.py) in one process on one torch thread, so machine load hits all alike;
 the weights are restored after each timed iteration (outside the timing).
 es batched is `es --set members_per_forward=N`, eggroll runs with its defaults
-(rank 1, all N members in one forward) and as eggroll-inplace
-(`--set members_per_forward=1`: W + sigma A B^T formed in place, one member at a time).
+(rank 1, members_per_forward auto: in place on a CPU, so the same as eggroll-inplace
+there; stacked on CUDA), as eggroll-inplace (`--set members_per_forward=1`: W + sigma
+A B^T formed in place, one member at a time) and as eggroll-stacked (all N members in
+one forward, `--set members_per_forward=N`: the default before auto).
 
 Held-out loss: es and eggroll with the hyperparameters a run gets by default
 (sigma 1e-2, zscore shaping, population N; alpha 5e-2 for es, 8e-2 for eggroll,
@@ -26,43 +29,45 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages
 
 import torch  # noqa: E402
+from interleave import interleaved, ratios, summary  # noqa: E402
 
 METHODS = {"es": ("es", {}), "es-batched": ("es", {"members_per_forward": None}), "eggroll": ("eggroll", {}),
-           "eggroll-inplace": ("eggroll", {"members_per_forward": 1})}
+           "eggroll-inplace": ("eggroll", {"members_per_forward": 1}),
+           "eggroll-stacked": ("eggroll", {"members_per_forward": None})}
 
 
-def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=()) -> dict[str, float]:
-    """Members per second of each method on `problem` (median of reps, interleaved);
-    `chunks`: extra eggroll rows with members_per_forward=K."""
+def throughput(problem: str, n: int, reps: int, overrides: dict, chunks=(), only=None) -> dict[str, list[float]]:
+    """Members per second of each method on `problem`, one figure per repeat (interleaved in
+    rotated order); `chunks`: extra eggroll rows with members_per_forward=K."""
     from harness import registry
 
     prob = registry.problem(problem).create({k: str(v) for k, v in overrides.items()})
     prob.build(torch.device("cpu"))
     opts = {}
     methods = dict(METHODS, **{f"eggroll-k{k}": ("eggroll", {"members_per_forward": k}) for k in chunks})
+    if only:
+        methods = {label: m for label, m in methods.items() if label in only or label == "es"}
     for label, (name, hp) in methods.items():
         hp = {k: (n if v is None else v) for k, v in hp.items()}
         opts[label] = registry.optimizer(name).build(prob, 0, population=n, **hp)
         opts[label].setup()
     saved = {k: v.clone() for k, v in prob.model.state_dict().items()}
-    times: dict[str, list[float]] = {label: [] for label in opts}
     batch = prob.batch(0)
-    for rep in range(reps + 1):              # rep 0 is the warm-up
-        for label, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.update(rep, opt.gather_fitness(rep, batch))
-            elapsed = time.perf_counter() - t0
-            prob.model.load_state_dict(saved)
-            if rep:
-                times[label].append(elapsed)
-    return {label: n / statistics.median(t) for label, t in times.items()}
+
+    def iteration(opt):
+        return lambda rep: opt.update(rep, opt.gather_fitness(rep, batch))
+
+    # rotated order (es, es-batched, ..., then es-batched, ..., es): load drift hits all alike;
+    # the weights are restored after each timed iteration, outside the timing
+    times = interleaved({label: iteration(opt) for label, opt in opts.items()}, reps,
+                        after=lambda _label: prob.model.load_state_dict(saved))
+    return {label: [n / t for t in ts] for label, ts in times.items()}
 
 
 def heldout(problem: str, optimizer: str, n: int, evals: int, seed: int) -> float:
@@ -88,6 +93,7 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=1500, help="member evaluations per held-out run")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--eggroll-k", default="", help="extra eggroll rows with members_per_forward=K, e.g. 1,5")
+    ap.add_argument("--methods", help="only these rows (and es), e.g. eggroll,eggroll-inplace")
     ap.add_argument("--no-heldout", action="store_true", help="throughput only")
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in seconds")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -102,15 +108,21 @@ def main() -> None:
         args.reps, args.evals, args.seeds, problems = 1, 4 * args.population, 1, ["qwen3-tiny"]
         overrides = {"samples": 2}
     n = args.population
-    out: dict = {"population": n, "reps": args.reps, "threads": 1, "throughput": {}, "heldout": {}}
+    out: dict = {"population": n, "reps": args.reps, "threads": 1, "throughput": {}, "throughput_over_es": {},
+                 "heldout": {}}
     print(f"members per second, population {n}, one torch thread, median of {args.reps} "
-          f"interleaved iterations (scoring + update)")
+          f"iterations (scoring + update) interleaved in rotated order; ratios: median (min-max)")
     for problem in problems:
         chunks = [int(k) for k in args.eggroll_k.split(",") if k]
-        mps = throughput(problem, n, args.reps, overrides, chunks)
-        out["throughput"][problem] = mps
-        print(f"  {problem}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in mps.items()) + "; "
-              + ", ".join(f"{k}/es {v / mps['es']:.2f}x" for k, v in mps.items() if k != "es"))
+        mps = throughput(problem, n, args.reps, overrides, chunks, args.methods and args.methods.split(","))
+        # per-repeat ratios to es (adjacent timings), median and spread
+        rel = {k: ratios(v, mps["es"]) for k, v in mps.items() if k != "es"}
+        out["throughput"][problem] = {k: statistics.median(v) for k, v in mps.items()}
+        out["throughput_over_es"][problem] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+                                              for k, v in rel.items()}
+        print(f"  {problem}: " + ", ".join(f"{k} {statistics.median(v):.1f}/s" for k, v in mps.items()))
+        for k, v in rel.items():
+            print(f"    {k}/es members per second ratio: {summary(v, '{:.2f}')}")
     if args.no_heldout:
         return
     print(f"held-out loss on qwen3-tiny after {args.evals} member evaluations "

@@ -85,6 +85,13 @@ class Optimizer:
         (which plans any world size). Default: nothing."""
 
     @classmethod
+    def for_device(cls, hp: dict[str, Any], device_type: str, problem) -> dict[str, Any]:
+        """The hyperparameters with any device-dependent default settled for `device_type`
+        ("cpu", "cuda") on the constructed problem: what config.json records (so a resume
+        reruns the same choice). Default: unchanged."""
+        return hp
+
+    @classmethod
     def check_problem(cls, problem) -> None:
         """Refuse (UsageError) a problem of a compatible kind that still lacks something
         this optimizer needs; called on the constructed, unbuilt problem before anything

@@ -218,7 +218,7 @@ class SearchSpaceProblem(Problem):
     """A typed space and objective(config) -> float to minimise."""
 
     KINDS = ("search-space",)
-    OBJECTIVE_METHODS = ("objective",)
+    OBJECTIVE_METHODS = ("objective", "objective_encoded")
     OPTIMUM: float | None = None    # known optimal objective value, if any
     EVAL_EVERY = 1
 
@@ -226,6 +226,11 @@ class SearchSpaceProblem(Problem):
 
     def objective(self, config: dict[str, Any]) -> float:
         raise NotImplementedError
+
+    def objective_encoded(self, x) -> float:
+        """The objective at a point of the encoded box (what cma and random hold). A problem
+        whose objective is a function of that vector overrides this and skips the dict."""
+        return self.objective(self.space.decode(x))
 
     def step_cost(self, step: int) -> StepCost:
         """One forward = one objective evaluation: the flops axis counts evaluations."""

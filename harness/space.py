@@ -26,7 +26,10 @@ class Float:
 
     def decode(self, x: float) -> float:
         lo, hi = self.bounds()
-        x = min(max(float(x), lo), hi)
+        return self.value(min(max(float(x), lo), hi))
+
+    def value(self, x: float) -> float:
+        """The value of an encoded coordinate already inside bounds()."""
         return 10.0 ** x if self.log else x
 
     def encode(self, v: float) -> float:
@@ -47,7 +50,10 @@ class Int:
 
     def decode(self, x: float) -> int:
         lo, hi = self.bounds()
-        x = min(max(float(x), lo), hi)
+        return self.value(min(max(float(x), lo), hi))
+
+    def value(self, x: float) -> int:
+        """The value of an encoded coordinate already inside bounds()."""
         v = int(round(10.0 ** x)) if self.log else int(round(x))
         return min(max(v, self.low), self.high)
 
@@ -64,33 +70,51 @@ class Choice:
         return (0.0, float(len(self.options)) - 1e-9)
 
     def decode(self, x: float):
-        i = int(math.floor(min(max(float(x), 0.0), len(self.options) - 1e-9)))
-        return self.options[i]
+        lo, hi = self.bounds()
+        return self.value(min(max(float(x), lo), hi))
+
+    def value(self, x: float):
+        """The option of an encoded coordinate already inside bounds()."""
+        return self.options[int(math.floor(x))]
 
     def encode(self, v) -> float:
         return list(self.options).index(v) + 0.5
 
 
 class Space:
+    """Dimensions are fixed at construction: the bounds are computed once, and decode
+    clips a whole vector at once (what a vector optimizer pays per candidate)."""
+
     def __init__(self, dims: Sequence[Float | Int | Choice]):
-        self.dims = list(dims)
+        self.dims = tuple(dims)
         names = [d.name for d in self.dims]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate dimension names in {names}")
+        self._names = tuple(names)
+        lo, hi = zip(*(d.bounds() for d in self.dims)) if self.dims else ((), ())
+        self._lo, self._hi = np.array(lo, dtype=float), np.array(hi, dtype=float)
+        # linear Floats are their own value: such a space decodes without a call per dimension
+        self._identity = all(isinstance(d, Float) and not d.log for d in self.dims)
 
     def __len__(self) -> int:
         return len(self.dims)
 
     @property
     def names(self) -> list[str]:
-        return [d.name for d in self.dims]
+        return list(self._names)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = zip(*(d.bounds() for d in self.dims))
-        return np.array(lo, dtype=float), np.array(hi, dtype=float)
+        return self._lo.copy(), self._hi.copy()
+
+    def clip(self, x: Sequence[float]) -> np.ndarray:
+        """The encoded point clipped into the box (as each dimension's decode clips)."""
+        return np.clip(np.asarray(x, dtype=float), self._lo, self._hi)
 
     def decode(self, x: Sequence[float]) -> dict[str, Any]:
-        return {d.name: d.decode(v) for d, v in zip(self.dims, x)}
+        clipped = self.clip(x).tolist()
+        if self._identity:
+            return dict(zip(self._names, clipped))
+        return {d.name: d.value(v) for d, v in zip(self.dims, clipped)}
 
     def encode(self, config: dict[str, Any]) -> np.ndarray:
         return np.array([d.encode(config[d.name]) for d in self.dims], dtype=float)
@@ -101,4 +125,4 @@ class Space:
         return rng.uniform(lo, hi)
 
     def is_continuous(self) -> bool:
-        return all(isinstance(d, Float) and not d.log for d in self.dims)
+        return self._identity

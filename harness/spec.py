@@ -144,6 +144,10 @@ class Prepared:
         self.problem = self.prob_entry.instantiate(self.prob_hp, spec.seed)
         self.problem.check()
         self.optimizer_class.check_problem(self.problem)
+        # as asked, before device-dependent defaults are settled (the planner predicts for
+        # a device other than this process's from these)
+        self.opt_hp_requested = self.opt_hp
+        self.opt_hp = self.optimizer_class.for_device(self.opt_hp, self.device.type, self.problem)
         self.eval_every = spec.eval_every or self.problem.EVAL_EVERY
         self.plan = None   # the memory preflight's plan (harness.planner), once it ran
         self.threads = _threads(spec.threads, self.problem)

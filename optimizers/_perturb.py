@@ -17,15 +17,30 @@ float32 buffer of one tensor and round once.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from harness.seeding import derive_seed
 
 
+_generators: dict[torch.device, torch.Generator] = {}
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _tensor_seed(seed: int, index: int) -> int:
+    # a member's tensor seeds are needed again at its restore/update: hashed once
+    return derive_seed(seed, index)
+
+
 def tensor_noise(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
-    """Float32 N(0, 1) noise of tensor `index` for perturbation `seed`, on like's device."""
-    g = torch.Generator(device=like.device)
-    g.manual_seed(derive_seed(seed, index))
+    """Float32 N(0, 1) noise of tensor `index` for perturbation `seed`, on like's device.
+    One generator per device, reseeded per call: manual_seed resets its whole state, so
+    the draw equals a fresh generator's (without building one per tensor)."""
+    g = _generators.get(like.device)
+    if g is None:
+        g = _generators[like.device] = torch.Generator(device=like.device)
+    g.manual_seed(_tensor_seed(seed, index))
     return torch.randn(like.shape, generator=g, device=like.device, dtype=torch.float32)
 
 

@@ -158,21 +158,30 @@ class CMAES(Optimizer):
                 for x in xs:
                     self._load_vector(x)
                     values.append(float(self.problem.loss(batch)))
-                finite = [v if np.isfinite(v) else 1e300 for v in values]
-                self.es.tell(xs, finite)
+                told = [v if np.isfinite(v) else 1e300 for v in values]
+                self.es.tell(xs, told)
                 self._load_vector(self.es.mean)
             loss = float(np.mean(values))
         else:   # grad mode left on: an objective may train a model (digits-hpo)
-            decode = self.problem.space.decode
-            values = [float(self.problem.objective(decode(x))) for x in xs]
-            self.es.tell(xs, values)
+            values = [float(self.problem.objective_encoded(x)) for x in xs]
+            told = values
+            self.es.tell(xs, told)
             loss = float(np.min(values))
-        if self.es.result.fbest < self.best_f:
-            self.best_f, self.best_x = float(self.es.result.fbest), np.array(self.es.result.xbest)
+        self._track_best(xs, told)
         extra = {"sigma": float(self.es.sigma), "best_so_far": self.best_f}
         if self.hp["restarts"]:
             extra.update(restart=self.restarts_done, popsize=self.es.popsize)
         return StepResult(loss=loss, evals=len(xs), forwards=len(xs), extra=extra)
+
+    def _track_best(self, xs, told) -> None:
+        """The best-so-far over every restart, from the values just told, chosen as pycma's
+        BestSolution.update chooses (first minimum ignoring NaN, strictly better): the same
+        as reading es.result.fbest/xbest, without building pycma's result object."""
+        if all(v != v for v in told):   # all NaN: pycma keeps its best too
+            return
+        i = int(np.nanargmin(told))
+        if told[i] < self.best_f:
+            self.best_f, self.best_x = float(told[i]), np.array(xs[i])
 
     def solution(self):
         if self.on_weights or self.best_x is None:

@@ -31,7 +31,7 @@ class RandomSearch(Optimizer):
         values = []
         for _ in range(self.hp["batch"]):
             x = space.sample_encoded(self.rng)
-            f = float(self.problem.objective(space.decode(x)))
+            f = float(self.problem.objective_encoded(x))
             values.append(f)
             if f < self.best_f:
                 self.best_f, self.best_x = f, x

@@ -132,7 +132,12 @@ class BBOBProblem(SearchSpaceProblem):
         return np.fromiter((config[f"x{i}"] for i in range(self.dim)), float, self.dim)
 
     def objective(self, config) -> float:
-        x = self._vector(config)
+        return self.objective_encoded(self._vector(config))
+
+    def objective_encoded(self, x) -> float:
+        """The space is linear Floats named x0..: its encoding is the point itself (clipped
+        into the box, as decode clips), with no dict in between."""
+        x = self.space.clip(x)
         if self._coco_dir is not None:
             self._history.append(x)
         return float(self._f(x)) - self._fopt

@@ -45,6 +45,9 @@ class FunctionProblem(SearchSpaceProblem):
     def objective(self, config) -> float:
         return self.fn(np.fromiter((config[f"x{i}"] for i in range(self.dim)), float, self.dim))
 
+    def objective_encoded(self, x) -> float:
+        return self.fn(self.space.clip(x))   # linear Floats: the encoding is the point
+
 
 for _fname, (_fn, _lo, _hi, _doc) in FUNCTIONS.items():
     for _d in DIMENSIONS:

@@ -29,9 +29,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skip
 
 
 @pytest.mark.parametrize("problem,overrides,hp", [
-    ("qwen3-tiny", {"samples": 2}, {"rank": 2}),                         # Linear + tied Embedding
-    ("qwen3-tiny", {"samples": 2}, {"rank": 1, "vectors": "full"}),      # + RMSNorm weights (vmap)
-    ("digits-mlp", {"batch_size": 16}, {"rank": 3, "vectors": "full", "antithetic": "true"}),  # + biases
+    # stacked (the hooks): 4 members in one forward
+    ("qwen3-tiny", {"samples": 2}, {"rank": 2, "members_per_forward": 4}),           # Linear + tied Embedding
+    ("qwen3-tiny", {"samples": 2}, {"rank": 1, "vectors": "full", "members_per_forward": 4}),  # + RMSNorm (vmap)
+    ("digits-mlp", {"batch_size": 16}, {"rank": 3, "vectors": "full", "antithetic": "true",
+                                        "members_per_forward": 4}),                 # + biases
     # members_per_forward=1: W + sigma A B^T / sqrt(r) formed in place by addmm, then taken back
     ("qwen3-tiny", {"samples": 2}, {"rank": 2, "vectors": "full", "members_per_forward": 1}),
     ("digits-mlp", {"batch_size": 16}, {"rank": 3, "vectors": "full", "antithetic": "true",
@@ -69,6 +71,23 @@ def test_batched_low_rank_forward_equals_explicit_perturbation(problem, override
         assert opt.hooks.vectors
 
 
+def test_members_per_forward_auto_is_in_place_on_cpu_and_recorded():
+    """auto (the default) settles per device before anything runs: in place on a CPU, what
+    config.json records; an explicit K is kept; a CUDA plan predicts a stacked K."""
+    from harness.spec import Prepared, RunSpec
+
+    prepared = Prepared(RunSpec(optimizer="eggroll", problem="qwen3-tiny", device="cpu",
+                                overrides={"optimizer.population": "6"}))
+    assert prepared.opt_hp_requested["members_per_forward"] is None
+    assert prepared.config("r")["optimizer_params"]["members_per_forward"] == 1
+    explicit = Prepared(RunSpec(optimizer="eggroll", problem="qwen3-tiny", device="cpu",
+                                overrides={"optimizer.population": "6", "optimizer.members_per_forward": "3"}))
+    assert explicit.opt_hp["members_per_forward"] == 3
+    if not torch.cuda.is_available():   # no device to size: all N stacked (a prediction)
+        on_cuda = prepared.optimizer_class.for_device(prepared.opt_hp_requested, "cuda", prepared.problem)
+        assert on_cuda["members_per_forward"] == 6
+
+
 def test_update_is_the_fitness_weighted_sum_of_low_rank_factors():
     prob = _built("qwen3-tiny", samples=2)
     opt = build_optimizer("eggroll", prob, 0, population=4, rank=2, alpha=0.1)
@@ -86,7 +105,8 @@ def test_update_is_the_fitness_weighted_sum_of_low_rank_factors():
 
 def test_members_per_forward_chunks_give_the_same_fitness():
     prob = _built("qwen3-tiny", samples=2)
-    whole = build_optimizer("eggroll", prob, 0, population=6).evaluate_members(0, prob.batch(0), range(6))
+    whole = build_optimizer("eggroll", prob, 0, population=6, members_per_forward=6).evaluate_members(
+        0, prob.batch(0), range(6))
     chunked = build_optimizer("eggroll", prob, 0, population=6, members_per_forward=4)
     assert chunked.evaluate_members(0, prob.batch(0), range(6)) == pytest.approx(whole, rel=1e-5)
 
@@ -110,5 +130,5 @@ def test_in_place_scoring_uses_the_scheduled_sigma():
         return build_optimizer("eggroll", prob, 0, population=4, sigma=0.05, **hp).evaluate_members(3, batch, range(4))
 
     in_place = fitness(members_per_forward=1, **decay)
-    assert in_place == pytest.approx(fitness(**decay), rel=1e-5)          # = the stacked forward
+    assert in_place == pytest.approx(fitness(members_per_forward=4, **decay), rel=1e-5)   # = the stacked forward
     assert max(abs(a - b) for a, b in zip(in_place, fitness(members_per_forward=1))) > 1e-5

@@ -43,7 +43,8 @@ def _fingerprint(problem) -> str:
          ["0x1.2611b20000000p+1", "0x1.2389965555555p+6", "0x1.ff8625aaaaaabp+6", "0x1.3908b25555555p+7"]),
         ("0960e72e20a09585",
          ["0x1.2611b25555555p+1", "0x1.2389960000000p+6", "0x1.ff86260000000p+6", "0x1.3908b20000000p+7"])]),
-    ({"population": 6, "optimizer": "eggroll"}, [
+    # eggroll stacked: recorded when stacking all members was its default (auto: in place on a CPU)
+    ({"population": 6, "optimizer": "eggroll", "members_per_forward": 6}, [
         ("69e4b00b6e93ec1f",
          ["0x1.262cba5555555p+1", "0x1.1d9aa20000000p+1", "0x1.235b380000000p+1", "0x1.16ca905555555p+1"]),
         ("9a2c7a6cb70c5607",

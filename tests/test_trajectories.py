@@ -42,7 +42,8 @@ CASES = {
     "es-digits-batched": ("es", "digits-mlp", {}, {"population": 4, "members_per_forward": 2}),
     "es-qwen3-bf16": ("es", "qwen3-tiny", {"samples": 4, "dtype": "bfloat16"}, {"population": 4}),
     "es-digits": ("es", "digits-mlp", {}, {"population": 6}),
-    "eggroll-qwen3": ("eggroll", "qwen3-tiny", {"samples": 4}, {"population": 4}),
+    # stacked (recorded when stacking all members was the default; auto is in place on a CPU)
+    "eggroll-qwen3": ("eggroll", "qwen3-tiny", {"samples": 4}, {"population": 4, "members_per_forward": 4}),
     "eggroll-qwen3-in-place-full": ("eggroll", "qwen3-tiny", {"samples": 4},
                                     {"population": 4, "members_per_forward": 1, "vectors": "full",
                                      "antithetic": "true"}),

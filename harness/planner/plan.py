@@ -141,8 +141,9 @@ def plan(optimizer: str, problem: str, overrides: dict | None = None, device: st
         raise UsageError(f"--device {device!r}: expected cpu or cuda")
     p = Prepared(RunSpec(optimizer=optimizer, problem=problem, seed=seed,
                          overrides=dict(overrides or {}), device="cpu"))
-    return plan_run(p.spec.optimizer, p.optimizer_class, p.opt_hp, p.problem, torch.device(device).type,
-                    world_size=world_size)
+    device_type = torch.device(device).type
+    hp = p.optimizer_class.for_device(p.opt_hp_requested, device_type, p.problem)
+    return plan_run(p.spec.optimizer, p.optimizer_class, hp, p.problem, device_type, world_size=world_size)
 
 
 def ranks_for(optimizer: str, problem: str, overrides: dict | None, device: str,
