@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import store
+from harness import repair, store
 from harness.experiments import RunItem
 from harness.faults import sweep_child_env
 
@@ -46,13 +46,14 @@ class Outcome:
     status: str                       # ok, diverged, failed, interrupted, skipped
     reason: str | None
     run_dir: Path
-    action: str                       # ran, resumed, already-done, already-failed, not-started
+    action: str                       # ran, resumed, repaired, already-done, already-failed, not-started
     seconds: float = 0.0
 
 
 def state_of(run_dir: Path) -> str:
-    """new, done, failed, resumable, stale (a directory that cannot be resumed) or busy
-    (a live process runs it now)."""
+    """new, done, failed, resumable, repairable (finished, by its metrics, but its summary
+    is damaged or missing), stale (an unfinished directory that cannot be resumed) or
+    busy (a live process runs it now)."""
     if not run_dir.exists():
         return "new"
     if store.run_lock(run_dir).held_elsewhere():
@@ -68,6 +69,8 @@ def state_of(run_dir: Path) -> str:
         return "done"
     if status == "failed":
         return "failed"
+    if repair.finished_summary(run_dir) is not None:   # its metrics reach the end: never rerun it
+        return "repairable"
     return "resumable" if (run_dir / "checkpoint.pt").exists() else "stale"
 
 
@@ -199,6 +202,11 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         held.acquire(wait=True)
         held.release()
         state = state_of(run_dir)
+    if state == "repairable":
+        s = repair.rebuild(run_dir)
+        echo(f"repaired: {run_dir}/summary.json rebuilt from metrics.jsonl and config.json "
+             f"(the damaged file kept as {repair.DAMAGED})")
+        return Outcome(item, s["status"], s.get("reason"), run_dir, "repaired")
     if state == "done":
         s = store.read_json(run_dir / "summary.json")
         return Outcome(item, s["status"], s.get("reason"), run_dir, "already-done")
@@ -210,7 +218,9 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
     if state == "failed" and (run_dir / "checkpoint.pt").exists():
         state = "resumable"     # --retry-failed continues from the last checkpoint
     elif state in ("stale", "failed"):
-        shutil.rmtree(run_dir)  # our own deterministic directory; nothing to resume in it
+        # our own deterministic directory of a run that did not finish and left no
+        # checkpoint: the same request remakes the same records from step 0
+        shutil.rmtree(run_dir)
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
     resume_cmd = cmd + ["--resume", str(run_dir), *extra_args]

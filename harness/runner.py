@@ -348,14 +348,16 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
             raise UsageError(f"--resume {run_dir}: process {lock.owner()} is running it now "
                              "(a run, resume or sweep); wait for it to end")
     try:
+        stored.check_extends(run_dir, budget)
         previous = stored.summary(run_dir)
         stored.check_unfinished(run_dir, previous, budget)
         checkpoint = stored.checkpoint(run_dir)
         prepared = _prepare(spec)
         if budget is not None and distributed.is_main():  # a new budget extends the stored one
             cfg = store.read_json(run_dir / "config.json")
-            cfg["budget"] = asdict(budget)
-            store.write_json(run_dir / "config.json", cfg)
+            if cfg["budget"] != asdict(budget):
+                cfg["budget"] = asdict(budget)
+                store.write_json(run_dir / "config.json", cfg)
     except BaseException:
         if lock is not None:
             lock.release()

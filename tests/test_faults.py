@@ -250,3 +250,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_run_directory(tmp_path, capsys, m
                          "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 2 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err
     assert not any((tmp_path / "runs").iterdir())
+
+
+# -- round two (issue 27) -------------------------------------------------------------------
+# 1. a finished run's record is never deleted or rewritten
+
+def _finished_item_run(tmp_path, steps=4):
+    item = experiments.item("random", "bbob-f1-d2", 0, {"steps": steps}, checkpoint_every=0)
+    runs = tmp_path / "runs"
+    run_dir, _ = runner.run(RunSpec("random", "bbob-f1-d2", budget=runner.Budget(steps=steps), checkpoint_every=0,
+                                    runs_dir=str(runs), run_id=item.name), progress=False)
+    return item, runs, run_dir
+
+
+def test_a_finished_run_with_a_damaged_summary_is_repaired_never_rerun(tmp_path, capsys):
+    item, runs, run_dir = _finished_item_run(tmp_path)
+    kept = {n: (run_dir / n).read_bytes() for n in ("metrics.jsonl", "env.json", "config.json")}
+    good = store.read_json(run_dir / "summary.json")
+    with open(run_dir / "summary.json", "r+") as fh:
+        fh.truncate(10)
+    lines = []
+    outcome, = executor.execute([item], runs, echo=lines.append)
+    assert outcome.action == "repaired" and outcome.status == "ok"
+    assert any("rebuilt from metrics.jsonl and config.json" in line for line in lines), lines
+    assert {n: (run_dir / n).read_bytes() for n in kept} == kept            # nothing rerun or rewritten
+    rebuilt = store.read_json(run_dir / "summary.json")
+    for key in ("status", "steps", "evals", "final_loss", "best_loss", "final_metric"):
+        assert rebuilt[key] == good[key], key
+    assert "rebuilt" in rebuilt["reason"] and len((run_dir / "summary.json.damaged").read_bytes()) == 10
+    (run_dir / "summary.json").unlink()                                   # --resume repairs too
+    code, out, err = _cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 0 and "already finished" in out and any("repaired" in line for line in err)
+    assert store.read_json(run_dir / "summary.json")["status"] == "ok"
+
+
+def test_a_budget_given_with_resume_only_extends(tmp_path, capsys):
+    proc = run_cli("run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "10", "--checkpoint-every",
+                   "2", "--runs-dir", str(tmp_path), "--no-progress", env={"HARNESS_TEST_KILL_AT_STEP": "7"})
+    assert proc.returncode == 137
+    run_dir = only_run_dir(tmp_path)
+    config, summary = (run_dir / "config.json").read_bytes(), (run_dir / "summary.json").read_bytes()
+    for flags in (["--steps", "5"], ["--evals", "100"]):
+        code, _, err = _cli(["run", "--resume", str(run_dir), *flags], capsys)
+        assert code == 2 and len(err) == 1 and "only extend" in err[0] and "--steps 10" in err[0], err
+    assert (run_dir / "config.json").read_bytes() == config and (run_dir / "summary.json").read_bytes() == summary
