@@ -29,12 +29,44 @@ class NothingToDo(HarnessError):
     prefix = ""
 
 
+class StoreError(HarnessError):
+    """The operating system refused a write or read (a full, read-only or too small disk):
+    one line naming the path and the cause, exit 1 (bad input, such as a file where a
+    directory should be, is a UsageError instead)."""
+
+    exit_code = 1
+
+
+# errno -> (the cause in plain words, what to do)
+_CAUSES = {
+    errno.ENOSPC: ("disk full", "free space, then rerun (runs resume from their checkpoints)"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota, then rerun"),
+    errno.EFBIG: ("over the file-size limit (ulimit -f) or the file system's largest file",
+                  "raise the limit or use another file system, then rerun"),
+    errno.EROFS: ("read-only file system", "choose a writable directory"),
+    errno.EACCES: ("permission denied", "choose a writable directory"),
+    errno.EPERM: ("operation not permitted", "choose a writable directory"),
+    errno.ENOTDIR: ("a file stands where a directory is needed", "give a directory path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+}
+
+# causes that are the user's input rather than the machine's state (exit 2)
+INPUT_ERRNOS = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG)
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error a user can cause or fix (a read-only or
-    full disk, a file where a directory should be), naming the path."""
+    full disk, a file where a directory should be), naming the path and the cause."""
     what = exc.strerror or str(exc)
+    cause, hint = _CAUSES.get(exc.errno, (None, None))
+    if cause and cause.lower() != what.lower():
+        what = f"{what} ({cause})"
     where = f": {exc.filename}" if exc.filename else ""
-    hint = {errno.ENOSPC: "; free space, then rerun (runs resume from their checkpoints)",
-            errno.EACCES: "; choose a writable directory", errno.EROFS: "; choose a writable directory",
-            errno.ENOTDIR: "; a file stands where a directory is needed"}.get(exc.errno, "")
-    return f"{what}{where}{hint}"
+    return f"{what}{where}" + (f"; {hint}" if hint else "")
+
+
+def os_failure(prefix: str, exc: OSError) -> HarnessError:
+    """`prefix (one line of exc)` as the error to raise: UsageError (exit 2) when the path
+    given is wrong in itself, StoreError (exit 1) when the disk refuses."""
+    cls = UsageError if exc.errno in INPUT_ERRNOS else StoreError
+    return cls(f"{prefix} ({os_error_line(exc)})")

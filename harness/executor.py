@@ -263,11 +263,25 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
     return Outcome(item, status, reason, run_dir, action, wall)
 
 
+def check_run_dirs(items: list[RunItem], runs_dir: Path) -> None:
+    """Each item's problem accepts its run directory (bbob: COCO's path limit): refused
+    before any run starts, not as a failure of every run."""
+    from harness import registry
+
+    longest: dict[str, RunItem] = {}
+    for it in items:
+        if it.problem not in longest or len(it.name) > len(longest[it.problem].name):
+            longest[it.problem] = it
+    for name, it in longest.items():
+        registry.problem(name).factory.check_run_dir(Path(runs_dir) / it.name)
+
+
 def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
             retry_failed: bool = False, echo=print, executor=None, extra_args=()) -> list[Outcome]:
     """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
     the order of `items`. SIGTERM to this process is passed on to the running children
     (they checkpoint and record `interrupted`), then raised here as KeyboardInterrupt."""
+    check_run_dirs(items, runs_dir)
     runs_dir = store.ensure_dir(runs_dir)
     executor = executor or LocalExecutor()
     stop = threading.Event()

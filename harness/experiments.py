@@ -168,8 +168,9 @@ def grid(optimizers: list[str], problems: list[str], seeds: list[int], budget: d
     for key in axes:
         if key in sets:
             raise UsageError(f"--grid {key}: also given with --set; give it once")
-    opts = [registry.optimizer(o) for o in optimizers]
-    probs = [registry.problem(p) for p in problems]
+    # names are case-insensitive: cma,CMA is one optimizer, run (and counted) once
+    opts = list({e.name: e for e in (registry.optimizer(o) for o in optimizers)}.values())
+    probs = list({e.name: e for e in (registry.problem(p) for p in problems)}.values())
     result = Grid()
     used: set[str] = set()
     used_axes: set[str] = set()

@@ -56,6 +56,11 @@ class Problem:
         config.json), for problems that leave their own files there (bbob: COCO data).
         Default: nothing. Problems built outside a run never get it."""
 
+    @classmethod
+    def check_run_dir(cls, run_dir) -> None:
+        """Refuse (UsageError) a run directory in which this problem could not write its own
+        files, before the run starts (bbob: COCO's path limit). Default: any directory."""
+
     def check(self) -> None:
         """Validate inputs without allocating (raise UsageError); default: nothing."""
 

@@ -23,7 +23,7 @@ from harness import distributed, store
 from harness import resume_checks as stored
 from harness.costs import peak_bf16_flops
 from harness.envinfo import environment
-from harness.errors import UsageError, os_error_line
+from harness.errors import HarnessError, StoreError, UsageError, os_error_line, os_failure
 from harness.faults import FaultHooks
 from harness.memory import PeakMemory
 from harness.progress import Progress
@@ -72,6 +72,7 @@ class Runner:
     def run(self) -> dict:
         """Build, restore or start, loop; whatever happens, end with a summary.json."""
         if self.main:
+            store.remove_stale_temps(self.dir)   # a write a kill cut short (we hold the lock)
             store.write_json(self.dir / "env.json", environment(self.prepared.device))
             store.write_json(self.dir / "summary.json", self._summary("running", None, 0))
         status, reason, writer = "running", None, None
@@ -284,6 +285,8 @@ def _install_sigterm(handler):
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError):   # a full, read-only or limited disk: the path and the cause
+        return f"{type(exc).__name__}: {os_error_line(exc)}"[:500]
     text = f"{type(exc).__name__}: {exc}".strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]
 
@@ -304,6 +307,10 @@ def _prepare(spec: RunSpec) -> Prepared:
     return prepared
 
 
+def _prefix(spec: RunSpec) -> str:
+    return f"{spec.optimizer}_{spec.problem}_s{spec.seed}"
+
+
 def run(spec: RunSpec, progress: bool = True, callbacks=()) -> tuple[Path, dict]:
     """Validate, create the run directory, execute; returns (run_dir, summary).
 
@@ -315,7 +322,8 @@ def run(spec: RunSpec, progress: bool = True, callbacks=()) -> tuple[Path, dict]
     if distributed.is_main():
         s = prepared.spec
         try:
-            run_dir = store.new_run_dir(Path(s.runs_dir), s.run_id, f"{s.optimizer}_{s.problem}_s{s.seed}")
+            type(prepared.problem).check_run_dir(store.longest_run_dir(Path(s.runs_dir), s.run_id, _prefix(s)))
+            run_dir = store.new_run_dir(Path(s.runs_dir), s.run_id, _prefix(s))
             lock = store.run_lock(run_dir)
             lock.acquire()     # a new directory: nobody else holds it
             try:
@@ -323,14 +331,13 @@ def run(spec: RunSpec, progress: bool = True, callbacks=()) -> tuple[Path, dict]
             except OSError as exc:   # full or read-only: leave nothing behind
                 lock.release()
                 shutil.rmtree(run_dir, ignore_errors=True)
-                raise UsageError(f"--runs-dir {s.runs_dir}: cannot write the run's files "
-                                 f"({os_error_line(exc)})") from None
+                raise os_failure(f"--runs-dir {s.runs_dir}: cannot write the run's files", exc) from None
             outcome = ("ok", str(run_dir))
-        except UsageError as exc:
-            outcome = ("error", str(exc))
+        except HarnessError as exc:
+            outcome = ("error", (type(exc).__name__, str(exc)))
     status, value = distributed.broadcast_object(outcome)
     if status == "error":
-        raise UsageError(value)
+        raise {"StoreError": StoreError}.get(value[0], UsageError)(value[1])
     return Path(value), Runner(prepared, Path(value), progress, callbacks, lock=lock).run()
 
 
@@ -353,6 +360,7 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
         stored.check_unfinished(run_dir, previous, budget)
         checkpoint = stored.checkpoint(run_dir)
         prepared = _prepare(spec)
+        type(prepared.problem).check_run_dir(run_dir)
         if budget is not None and distributed.is_main():  # a new budget extends the stored one
             cfg = store.read_json(run_dir / "config.json")
             if cfg["budget"] != asdict(budget):
@@ -360,7 +368,7 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
                 store.write_json(run_dir / "config.json", cfg)
     except BaseException:
         if lock is not None:
-            lock.release()
+            lock.release(discard=True)   # refused: leave no lock file it did not have
         raise
     return run_dir, Runner(prepared, run_dir, progress, callbacks, lock=lock, checkpoint=checkpoint,
                            previous=previous).run()

@@ -40,9 +40,28 @@ def dumps(obj: Any, **kw) -> str:
     return json.dumps(_clean(obj), default=_json_default, allow_nan=False, **kw)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)   # read it (the only portable way) and put it back at once
+    os.umask(mask)
+    return mask
+
+
+# Files are created as open() creates them, 0666 less the umask (mkstemp gives 0600,
+# which colleagues on a shared file system cannot read). Read once, at import.
+FILE_MODE_MASK = _umask()
+FILE_MODE = 0o666 & ~FILE_MODE_MASK
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A temp file beside `path` (hidden, .tmp), with the mode a new file gets."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -77,17 +96,42 @@ def read_json(path: Path) -> Any:
 
 
 def save_checkpoint(path: Path, obj: Any) -> None:
-    """torch.save to a temp file in the same directory, then rename."""
+    """torch.save to a temp file in the same directory, then rename.
+
+    torch.save writes through our unbuffered file object, so a write the disk refuses
+    (full: ENOSPC, over a size limit: EFBIG) raises OSError inside it; torch reports it as
+    "[enforce fail at inline_container.cc] unexpected pos", and the OSError, which names
+    the cause, is raised instead, with the checkpoint's path."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    fd, tmp = _mkstemp(path)
     try:
-        torch.save(obj, tmp)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fh:
+                torch.save(obj, fh)
+                os.fsync(fh.fileno())
+        except RuntimeError as exc:
+            cause = _os_cause(exc)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception (its __context__/__cause__ chain), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: Path) -> Any:
@@ -168,7 +212,8 @@ class RunLock:
     def acquire(self, wait: bool = False) -> bool:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -185,8 +230,12 @@ class RunLock:
         except OSError:
             return "?"
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Drop the lock; `discard`: also remove the lock file when this process created it
+        (a refused resume leaves the directory as it found it)."""
         if self.fd is not None:
+            if discard and getattr(self, "created", False):
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)   # closing the descriptor releases the flock
             self.fd = None
 
@@ -207,26 +256,40 @@ class RunLock:
             os.close(fd)   # closing drops the probe's lock, if it got one
 
 
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Remove the temp files of atomic writes a killed process left in `directory` (call it
+    only while holding the directory's lock: nobody else is writing there)."""
+    stale = [p for p in Path(directory).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def run_lock(run_dir: Path) -> RunLock:
     return RunLock(Path(run_dir) / ".lock")
 
 
 def ensure_dir(path: Path, flag: str = "--runs-dir") -> Path:
     """mkdir -p, or one line (UsageError) naming the flag when the place cannot hold it."""
-    from harness.errors import UsageError, os_error_line
+    from harness.errors import os_failure
 
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot create it ({os_error_line(exc)})") from None
+        raise os_failure(f"{flag} {path}: cannot create it", exc) from None
     return Path(path)
+
+
+def longest_run_dir(runs_dir: Path, run_id: str | None, prefix: str) -> Path:
+    """The longest path new_run_dir may give (for limits checked before it is made)."""
+    return Path(runs_dir).absolute() / (run_id or f"{prefix}_{'0' * 8}-{'0' * 6}-999")
 
 
 def new_run_dir(runs_dir: Path, run_id: str | None, prefix: str) -> Path:
     """A new, empty run directory: runs_dir/run_id, or runs_dir/<prefix>_<time>[-i]."""
     from datetime import datetime
 
-    from harness.errors import UsageError, os_error_line
+    from harness.errors import UsageError, os_failure
 
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
@@ -245,8 +308,7 @@ def new_run_dir(runs_dir: Path, run_id: str | None, prefix: str) -> Path:
             except FileExistsError:
                 continue
     except OSError as exc:   # a file where the directory should be, read-only, full
-        raise UsageError(f"--runs-dir {runs_dir}: cannot create a run directory there "
-                         f"({os_error_line(exc)})") from None
+        raise os_failure(f"--runs-dir {runs_dir}: cannot create a run directory there", exc) from None
     raise UsageError(f"--runs-dir {runs_dir}: 1000 run directories named {base}* exist; use --run-id")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import store
+from harness.errors import UsageError
 from harness.params import Param
 from harness.problem import SearchSpaceProblem
 from harness.registry import register_problem
@@ -44,6 +45,11 @@ FUNCTIONS = {
 DIMENSIONS = (2, 3, 5, 10, 20, 40)
 BOX = (-5.0, 5.0)     # every BBOB function's domain (checked against cocoex in the tests)
 COCO_DIR = "coco"     # the COCO data folder inside a run directory
+# The longest run directory (absolute path) cocoex 2.8 writes COCO data in, its folder
+# given quoted as here; one character more and its C code aborts the whole process
+# (`coco_vstrdupf(): string is too long`). Measured for every function, dimension and
+# algorithm-name length 3..60 (tests/test_faults.py checks the limit itself).
+COCO_PATH_LIMIT = 265
 
 # The bbob observer must not watch two problems at once (the C logger crashes the
 # interpreter): the problem observed in this process, freed before the next one and
@@ -56,7 +62,20 @@ def close_coco_log() -> None:
     exit; code that runs several runs in one process gets it when the next bbob problem
     is built, or calls this before reading the data."""
     while _observed:
-        _observed.pop().free()
+        problem, folder = _observed.pop()
+        problem.free()
+        _share(folder)
+
+
+def _share(folder: Path) -> None:
+    """COCO's C code makes its folders 0700: give them the mode a new directory gets here
+    (the umask's), so colleagues reading the run store read the COCO data too."""
+    mode = 0o777 & ~store.FILE_MODE_MASK
+    for path in [folder, *(p for p in Path(folder).rglob("*") if p.is_dir())]:
+        try:
+            path.chmod(mode)
+        except OSError:
+            pass
 
 
 atexit.register(close_coco_log)
@@ -87,10 +106,19 @@ class BBOBProblem(SearchSpaceProblem):
         self._history: list[np.ndarray] = []   # observed points (replayed on resume)
 
     # -- lifecycle -------------------------------------------------------------------
+    @classmethod
+    def check_run_dir(cls, run_dir) -> None:
+        path = str(Path(run_dir).absolute())
+        if len(path) > COCO_PATH_LIMIT:
+            raise UsageError(f"run directory {path} is {len(path)} characters; COCO's logger (cocoex) "
+                             f"aborts beyond {COCO_PATH_LIMIT}: choose a shorter --runs-dir or --run-id")
+        if '"' in path:
+            raise UsageError(f"run directory {path}: contains '\"', which COCO's option string cannot "
+                             "hold; choose another --runs-dir or --run-id")
+
     def attach_run_dir(self, run_dir) -> None:
         run_dir = Path(run_dir)
-        if " " in str(run_dir.resolve()):   # cocoex's option string splits on spaces
-            return
+        self.check_run_dir(run_dir)
         self._coco_dir = run_dir / COCO_DIR
         cfg = run_dir / "config.json"
         if cfg.exists():
@@ -121,11 +149,13 @@ class BBOBProblem(SearchSpaceProblem):
             return
         if fresh and self._coco_dir.exists():   # cocoex would start a "coco-001" beside it
             shutil.rmtree(self._coco_dir)
+        # the folder in double quotes: COCO's option parser reads a quoted value whole
+        # (spaces included) and accepts longer paths that way (check_run_dir)
         self._observer = cocoex.Observer(
-            "bbob", f"outer_folder: {self._coco_dir.parent} result_folder: {COCO_DIR} "
+            "bbob", f'outer_folder: "{self._coco_dir.parent}" result_folder: {COCO_DIR} '
                     f"algorithm_name: {self._algorithm} algorithm_info: harness")
         self._f.observe_with(self._observer)
-        _observed.append(self._f)
+        _observed.append((self._f, self._coco_dir))
 
     # -- objective -------------------------------------------------------------------
     def _vector(self, config) -> np.ndarray:

@@ -248,8 +248,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_run_directory(tmp_path, capsys, m
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     code, _, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1",
                          "--runs-dir", str(tmp_path / "runs")], capsys)
-    assert code == 2 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err
-    assert not any((tmp_path / "runs").iterdir())
+    # an operating-system error: exit 1, as documented (issue 27: it was 2)
+    assert code == 1 and len(err) == 1 and "No space left" in err[0] and "free space" in err[0], err
+    assert "disk full" in err[0] and not any((tmp_path / "runs").iterdir())
 
 
 # -- round two (issue 27) -------------------------------------------------------------------
@@ -294,3 +295,85 @@ def test_a_budget_given_with_resume_only_extends(tmp_path, capsys):
         code, _, err = _cli(["run", "--resume", str(run_dir), *flags], capsys)
         assert code == 2 and len(err) == 1 and "only extend" in err[0] and "--steps 10" in err[0], err
     assert (run_dir / "config.json").read_bytes() == config and (run_dir / "summary.json").read_bytes() == summary
+
+
+# 2. every fault one true line: the path, the cause, the documented exit code
+
+def test_a_full_disk_or_a_size_limit_at_a_checkpoint_names_the_path_and_the_cause(tmp_path):
+    import resource
+    import signal
+
+    import torch
+
+    def save_under_limit(limit):
+        code = ("import resource, signal, sys, torch\nfrom harness import store\n"
+                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+                f"store.save_checkpoint({str(tmp_path / 'checkpoint.pt')!r}, {{'w': torch.zeros(100000)}})\n")
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+
+    proc = save_under_limit(100_000)
+    assert proc.returncode != 0 and "File too large" in proc.stderr and "checkpoint.pt" in proc.stderr, proc.stderr
+    assert "inline_container" not in proc.stderr and list(tmp_path.iterdir()) == []   # no temp file left
+    assert signal and resource and torch   # (imported for the subprocess's sake: same interpreter)
+
+
+def test_a_failed_checkpoint_write_is_recorded_as_disk_full_with_its_path(tmp_path, monkeypatch, capsys):
+    import errno
+
+    real = store.torch.save
+
+    def full(obj, fh, *a, **k):
+        fh.write(b"x" * 10)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 308800 vs 308688") \
+            from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.torch, "save", full)
+    code, _, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "3",
+                         "--checkpoint-every", "2", "--runs-dir", str(tmp_path), "--no-progress"], capsys)
+    monkeypatch.setattr(store.torch, "save", real)
+    run_dir = only_run_dir(tmp_path)
+    reason = store.read_json(run_dir / "summary.json")["reason"]
+    assert code == 1 and "disk full" in reason and str(run_dir / "checkpoint.pt") in reason, reason
+    assert "inline_container" not in reason and any("disk full" in line for line in err), err
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_read_only_runs_dir_is_an_operating_system_error_exit_1(tmp_path, capsys, monkeypatch):
+    import errno
+    import pathlib
+
+    real = pathlib.Path.mkdir
+
+    def read_only(self, *a, **k):   # a read-only mount (chmod does not stop root, who runs CI)
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    for verb in (["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1"],
+                 ["sweep", "--optimizers", "random", "--problems", "bbob-f1-d2", "--steps", "1"]):
+        code, _, err = _cli([*verb, "--runs-dir", str(tmp_path / "ro" / "runs")], capsys)
+        assert code == 1 and len(err) == 1 and "Read-only file system" in err[0], err
+        assert str(tmp_path / "ro" / "runs") in err[0] and "writable" in err[0]
+
+
+def test_coco_data_for_a_path_with_a_space_and_the_length_limit_checked_first(tmp_path, capsys):
+    from problems import bbob
+
+    runs = tmp_path / "with space"
+    run_id = "r" * (bbob.COCO_PATH_LIMIT - len(str(runs.absolute())) - 1)     # exactly at the limit
+    run_dir, s = runner.run(RunSpec("random", "bbob-f8-d5", budget=runner.Budget(steps=2), runs_dir=str(runs),
+                                    run_id=run_id), progress=False)
+    bbob.close_coco_log()
+    assert s["status"] == "ok" and len(str(run_dir)) == bbob.COCO_PATH_LIMIT
+    assert list((run_dir / "coco").glob("*.info")) and list((run_dir / "coco").glob("data_f8/*.dat"))
+    too_long = str(runs / ("y" * (bbob.COCO_PATH_LIMIT - len(str(runs)))))   # its run directories, more so
+    for argv in (["run", "--optimizer", "random", "--problem", "bbob-f8-d5", "--steps", "2", "--runs-dir", str(runs),
+                  "--run-id", run_id + "x"],
+                 ["sweep", "--optimizers", "random", "--problems", "bbob-f8-d5", "--steps", "2",
+                  "--runs-dir", too_long]):
+        code, out, err = _cli(argv, capsys)
+        assert code == 2 and len(err) == 1 and f"aborts beyond {bbob.COCO_PATH_LIMIT}" in err[0], err
+        assert "runs in" not in out
+    assert [p.name for p in runs.iterdir()] == [run_id]      # nothing written by the refusals

@@ -91,6 +91,7 @@ def execute_batch(items, args, what: str = "runs", extra_args=()):
     from harness import cluster, executor
 
     runs_dir = Path(args.runs_dir)
+    executor.check_run_dirs(items, runs_dir)
     where = "" if args.executor == "local" else f", each a {args.executor} job"
     print(f"{len(items)} {what} in {runs_dir} ({args.jobs} at a time{where})", flush=True)
     if args.dry_run:

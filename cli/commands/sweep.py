@@ -67,6 +67,7 @@ def main(args) -> int:
                             eval_schedule=args.eval_schedule, axes=axes)
     for opt, prob, why in grid.incompatible:
         print(f"skipped (incompatible): {opt} x {prob}: {why}")
+    executor.check_run_dirs(grid.items, Path(args.runs_dir))   # before anything is written
     if not args.dry_run:
         experiments.record(Path(args.runs_dir), {
             "optimizers": args.optimizers, "problems": args.problems, "seeds": args.seeds,
