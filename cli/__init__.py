@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 import sys
 
-from harness.errors import HarnessError, os_error_line
+from harness.errors import HarnessError, Terminated, os_error_line, raise_terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,14 +40,33 @@ def main(argv=None) -> int:
 
     quiet.install()   # before the verbs import torch, transformers, nevergrad
     args = build_parser().parse_args(argv)
+    previous = _on_sigterm(raise_terminated)   # runs and batches install their own meanwhile
     try:
         return int(args._main(args) or 0)
+    except KeyboardInterrupt as exc:   # Ctrl-C or SIGTERM outside a run: one line, 130 / 143
+        term = isinstance(exc, Terminated)
+        print(f"{args.verb} interrupted by {'SIGTERM' if term else 'Ctrl-C'}: nothing more was done; "
+              "run the same command again to resume", file=sys.stderr, flush=True)
+        return 143 if term else 130
     except HarnessError as exc:
         print(f"{exc.prefix}{exc}", file=sys.stderr if exc.exit_code else sys.stdout)
         return exc.exit_code
     except OSError as exc:   # a full, read-only or missing disk location: one line, not a traceback
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler; the previous one, or None off the main thread."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

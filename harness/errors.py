@@ -54,6 +54,16 @@ _CAUSES = {
 INPUT_ERRNOS = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a timeout, preemption, docker stop): the command stops as after
+    Ctrl-C, and exits 143 instead of 130."""
+
+
+def raise_terminated(signum, frame):
+    """The CLI's SIGTERM handler outside runs and batches (they install their own)."""
+    raise Terminated("SIGTERM")
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error a user can cause or fix (a read-only or
     full disk, a file where a directory should be), naming the path and the cause."""

@@ -30,13 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import repair, store
+from harness.errors import Terminated
 from harness.experiments import RunItem
 from harness.faults import sweep_child_env
 
 DONE = ("ok", "diverged")
 
 
-class BatchTerminated(KeyboardInterrupt):
+class BatchTerminated(Terminated):
     """The batch was stopped by SIGTERM (its children checkpointed and stopped)."""
 
 
@@ -141,6 +142,7 @@ def _write_failure(item: RunItem, run_dir: Path, reason: str, wall_s: float, pea
                    device: str) -> None:
     """A child that died without a summary: record what is known, status failed."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    store.remove_stale_temps(run_dir)   # a write the death cut short (the child is gone)
     if not (run_dir / "config.json").exists():
         store.write_json(run_dir / "config.json", {
             "run_id": run_dir.name, "optimizer": item.optimizer, "problem": item.problem,
@@ -251,6 +253,11 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
     status = store.read_json(summary_path).get("status") if summary_path.exists() else None
     if status in DONE or status == "failed" or (status == "interrupted" and rc in (130, 143)):
         reason = store.read_json(summary_path).get("reason")
+    elif rc in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
+        # stopped (Ctrl-C, SIGTERM: with the batch, or by a scheduler) before its run began
+        # or could record it: an interruption, not a failure; the same command again runs
+        # or resumes it
+        status, reason = "interrupted", f"stopped with the batch ({_why(rc)}) before it recorded a result"
     else:
         tail = _last_line(output)
         reason = f"process ended without a summary: {_why(rc)}" + (f"; last output: {tail}" if tail else "")

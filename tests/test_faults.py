@@ -377,3 +377,79 @@ def test_coco_data_for_a_path_with_a_space_and_the_length_limit_checked_first(tm
         assert code == 2 and len(err) == 1 and f"aborts beyond {bbob.COCO_PATH_LIMIT}" in err[0], err
         assert "runs in" not in out
     assert [p.name for p in runs.iterdir()] == [run_id]      # nothing written by the refusals
+
+
+# 3. stores others can read
+
+def test_store_files_honour_the_umask(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from problems import bbob
+
+    monkeypatch.setattr(store, "FILE_MODE_MASK", 0o007)      # what the module reads at import
+    monkeypatch.setattr(store, "FILE_MODE", 0o660)
+    old = os.umask(0o007)                                  # a group-shared project directory
+    try:
+        run_dir, _ = runner.run(RunSpec("random", "bbob-f8-d5", budget=runner.Budget(steps=2), checkpoint_every=1,
+                                        runs_dir=str(tmp_path)), progress=False)
+        bbob.close_coco_log()
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(run_dir).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [run_dir, *run_dir.rglob("*")]}
+    assert {"config.json", "summary.json", "metrics.jsonl", "checkpoint.pt", "env.json", "coco"} <= set(modes)
+    wrong = {k: oct(m) for k, m in modes.items() if m != (0o770 if (run_dir / k).is_dir() else 0o660)}
+    assert not wrong, wrong
+
+
+def test_an_unwritable_cache_dir_falls_back_with_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import pathlib
+
+    from harness import cache
+
+    real = pathlib.Path.mkdir
+
+    def read_only(self, *a, **k):
+        if str(self).startswith(str(tmp_path / "ro-cache")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "ro-cache"))
+    monkeypatch.setattr(cache, "_fallback", lambda: tmp_path / "fallback")
+    monkeypatch.setattr(cache, "_warned", set())
+    code, _, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "1",
+                         "--runs-dir", str(tmp_path / "runs"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert len([line for line in err if "cache" in line]) == 1 and "Read-only file system" in err[0], err
+    assert cache.cache_dir("x") == tmp_path / "fallback" / "x"
+    assert len(capsys.readouterr().err.splitlines()) == 0              # said once per process
+
+
+def test_no_temp_file_survives_a_kill_and_a_refused_resume_leaves_no_lock(tmp_path, capsys):
+    run_dir = _interrupted_run(tmp_path)                          # killed at step 5, checkpoint at 4
+    (run_dir / ".checkpoint.pt.k3j2.tmp").write_bytes(b"\0" * 4096)   # a kill between write and rename
+    code, _, _ = _cli(["run", "--resume", str(run_dir), "--no-progress"], capsys)
+    assert code == 0 and not list(run_dir.glob(".*.tmp"))
+    (run_dir / ".lock").unlink()
+    code, out, _ = _cli(["run", "--resume", str(run_dir)], capsys)
+    assert code == 0 and "already finished" in out and not (run_dir / ".lock").exists()
+
+
+# 4. every command stops on SIGTERM / Ctrl-C with one line and 143 / 130
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
+def test_check_stops_on_a_signal_with_one_line_and_the_shells_code(tmp_path, signum, code):
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--only", "cma:digits-mlp", "--runs-dir",
+                             str(tmp_path / "runs")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().startswith("check:")          # the batch has started
+    os.killpg(proc.pid, signum)                                 # as a terminal's Ctrl-C / a timeout reaches all
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, (out, err)
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1, err
+    assert "failed" not in out, out                             # stopped runs are not failures

@@ -116,7 +116,7 @@ def report_hint(runs_dir) -> str:
 
 def interrupted_exit(verb: str, exc: BaseException | None = None) -> int:
     """130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
-    from harness.executor import BatchTerminated
+    from harness.errors import Terminated
 
     print(f"{verb} interrupted: run the same command again to resume", flush=True)
-    return 143 if isinstance(exc, BatchTerminated) else 130
+    return 143 if isinstance(exc, Terminated) else 130
