@@ -83,9 +83,10 @@ def check_executor_args(name: str, sets: dict) -> None:
         import submitit  # noqa: F401
     except ImportError:
         raise UsageError(f"--executor {name} needs submitit: pip install -e '.[cluster]'") from None
-    if name == "slurm" and shutil.which("srun") is None:
-        raise UsageError("--executor slurm: no SLURM here (srun is not on PATH); run the sweep on a login "
-                         "node, or --executor submitit-local to try it on this machine")
+    missing = [tool for tool in ("sbatch", "srun", "sacct", "scancel") if shutil.which(tool) is None]
+    if name == "slurm" and missing:   # submitit submits with sbatch, watches with sacct, cancels with scancel
+        raise UsageError(f"--executor slurm: no SLURM here ({', '.join(missing)} not on PATH); run the sweep "
+                         "on a login node, or --executor submitit-local to try it on this machine")
 
 
 def make(name: str, sets: dict, runs_dir: Path):

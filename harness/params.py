@@ -8,6 +8,8 @@ from typing import Any, Callable, Sequence
 
 from harness.errors import UsageError
 
+FLOAT32_MAX = 3.4028234663852886e38   # numpy.finfo(numpy.float32).max, without importing numpy
+
 
 @dataclass(frozen=True)
 class Param:
@@ -37,6 +39,9 @@ class Param:
                 value = float(raw)
                 if math.isnan(value) or (self.finite and math.isinf(value)):
                     raise ValueError
+                if self.finite and abs(value) > FLOAT32_MAX:   # inf in every float32 tensor it meets
+                    raise UsageError(f"--set {key}={raw!r}: beyond float32's range (|x| <= {FLOAT32_MAX:.4g}), "
+                                     f"which the run computes in ({self.describe()})")
             else:
                 value = self.type(raw)
         except (TypeError, ValueError):

@@ -183,6 +183,9 @@ def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict]:
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
+                step = record.get("step")
+                if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                    raise ValueError(f"'step' is {step!r}, not a step number")
                 records.append(record)
             except ValueError as exc:
                 if problems is not None:

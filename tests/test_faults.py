@@ -453,3 +453,46 @@ def test_check_stops_on_a_signal_with_one_line_and_the_shells_code(tmp_path, sig
     assert proc.returncode == code, (out, err)
     assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1, err
     assert "failed" not in out, out                             # stopped runs are not failures
+
+
+# 7. strict inputs, second round
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--optimizer", "adam", "--problem", "digits-mlp", "--steps", "1", "--set", "lr=1e300"], "float32"),
+    (["plan", "--optimizer", "es", "--problem", "qwen3-tiny", "--gpu-gib", "inf"], "--gpu-gib"),
+    (["plan", "--table", "--population", "0"], "--population"),
+])
+def test_more_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
+    code, _, err = _cli([*argv, *(["--runs-dir", str(tmp_path / "runs")] if argv[0] == "run" else [])], capsys)
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_names_given_twice_in_other_cases_run_once(tmp_path):
+    grid = experiments.grid(["cma", "CMA"], ["bbob-f1-d2", "BBOB-F1-D2"], [0], {"steps": 2}, validate_on=None)
+    assert [it.name for it in grid.items] == ["cma_bbob-f1-d2_s0_steps2"]
+
+
+def test_a_report_on_a_record_with_a_bad_step_says_so_and_goes_on(tmp_path, capsys):
+    run_dir, _ = runner.run(RunSpec("random", "bbob-f1-d2", budget=runner.Budget(steps=3), runs_dir=str(tmp_path)),
+                            progress=False)
+    path = run_dir / "metrics.jsonl"
+    path.write_text(path.read_text().replace('"step": 2,', '"step": "x",'))
+    code, _, err = _cli(["report", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0 and any("metrics.jsonl:3" in line and "'x'" in line for line in err), err
+    assert [r["step"] for r in store.read_metrics(path)] == [0, 1, 3]
+
+
+def test_slurm_executor_refused_when_sbatch_is_missing(tmp_path, monkeypatch, capsys):
+    import os
+    import stat
+
+    bin_dir = tmp_path / "bin"              # srun present, sbatch absent: a compute node's PATH
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}")
+    code, _, err = _cli(["sweep", "--optimizers", "random", "--problems", "bbob-f1-d2", "--steps", "1",
+                         "--executor", "slurm", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and len(err) == 1 and "sbatch" in err[0], err
+    assert not (tmp_path / "runs").exists()

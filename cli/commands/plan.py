@@ -90,6 +90,8 @@ def main(args) -> int:
     from harness.params import parse_set_args
 
     overrides = parse_set_args(args.set)
+    if args.population < 1:
+        raise UsageError(f"--population {args.population}: must be >= 1")
     if args.table:
         from studies import memory_table
 
@@ -141,12 +143,14 @@ def main(args) -> int:
 
 
 def _gib_list(text: str) -> list[float]:
+    import math
+
     from harness.errors import UsageError
 
     try:
         sizes = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         sizes = []
-    if not sizes or any(not (g > 0) for g in sizes):
+    if not sizes or any(not (0 < g < math.inf) for g in sizes):
         raise UsageError(f"--gpu-gib {text!r}: expected comma-separated sizes in GiB, e.g. 80,141")
     return sizes
