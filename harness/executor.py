@@ -33,6 +33,7 @@ from harness import repair, store
 from harness.errors import Terminated
 from harness.experiments import RunItem
 from harness.faults import sweep_child_env
+from harness.heartbeat import Heartbeat
 
 DONE = ("ok", "diverged")
 
@@ -178,7 +179,7 @@ def _last_line(text: str) -> str:
 
 def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
             stop: threading.Event | None = None, executor=None, echo=print,
-            extra_args=()) -> Outcome:
+            extra_args=(), beat: Heartbeat | None = None) -> Outcome:
     """Handle one item under its lock: skip, resume, (re)start, or wait for the live
     process that owns it and take its result."""
     (runs_dir / ".locks").mkdir(parents=True, exist_ok=True)
@@ -188,12 +189,12 @@ def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: b
         lock.acquire(wait=True)
     try:
         return _run_one_locked(item, runs_dir, device, retry_failed, stop, executor or LocalExecutor(), echo,
-                               extra_args)
+                               extra_args, beat)
     finally:
         lock.release()
 
 
-def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, extra_args) -> Outcome:
+def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, extra_args, beat) -> Outcome:
     run_dir = runs_dir / item.name
     # a scheduler job an earlier batch submitted still runs it (where file locks may not
     # reach the job's node, the directory must not be judged from here): wait for that job
@@ -245,7 +246,13 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         log.write(header.encode())
         log.flush()
         env = sweep_child_env(os.environ, item.optimizer, item.problem, item.seed)
-        rc, child_peak = executor.launch(cmd, env, log, resume_cmd=resume_cmd)
+        if beat is not None:
+            beat.started(item, run_dir)
+        try:
+            rc, child_peak = executor.launch(cmd, env, log, resume_cmd=resume_cmd)
+        finally:
+            if beat is not None:
+                beat.ended(item)
     wall = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     output = text.split(header, 1)[-1]  # what the child printed
@@ -284,20 +291,23 @@ def check_run_dirs(items: list[RunItem], runs_dir: Path) -> None:
 
 
 def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "auto",
-            retry_failed: bool = False, echo=print, executor=None, extra_args=()) -> list[Outcome]:
-    """Run the items, `jobs` processes at a time; one line per finished run; outcomes in
-    the order of `items`. SIGTERM to this process is passed on to the running children
+            retry_failed: bool = False, echo=print, executor=None, extra_args=(),
+            heartbeat_s: float | None = None) -> list[Outcome]:
+    """Run the items, `jobs` processes at a time; one line per finished run, and every
+    heartbeat_s (default $HARNESS_HEARTBEAT_S, else 30 s) one line on the running ones;
+    outcomes in the order of `items`. SIGTERM to this process is passed on to the running children
     (they checkpoint and record `interrupted`), then raised here as KeyboardInterrupt."""
     check_run_dirs(items, runs_dir)
     runs_dir = store.ensure_dir(runs_dir)
     executor = executor or LocalExecutor()
     stop = threading.Event()
     restore = _forward_sigterm(executor, stop)
+    beat = Heartbeat(echo, heartbeat_s).start()
     outcomes: list[Outcome] = []
     total = len(items)
     width = max(len(it.label) for it in items) if items else 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, echo, extra_args)
+        futures = [pool.submit(run_one, it, runs_dir, device, retry_failed, stop, executor, echo, extra_args, beat)
                    for it in items]
         try:
             for fut in as_completed(futures):
@@ -313,6 +323,7 @@ def execute(items: list[RunItem], runs_dir: Path, jobs: int = 1, device: str = "
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:
+            beat.stop()
             restore()
     if stop.is_set():   # SIGTERM arrived and every child has ended: the batch is interrupted
         raise BatchTerminated

@@ -496,3 +496,18 @@ def test_slurm_executor_refused_when_sbatch_is_missing(tmp_path, monkeypatch, ca
                          "--executor", "slurm", "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 2 and len(err) == 1 and "sbatch" in err[0], err
     assert not (tmp_path / "runs").exists()
+
+
+# 5. sweeps that speak
+
+def test_a_batch_prints_a_heartbeat_with_step_loss_and_eta_of_its_running_items(tmp_path):
+    import re
+
+    item = experiments.item("random", "bbob-f1-d2", 0, {"steps": 3000}, checkpoint_every=0)
+    lines: list[str] = []
+    outcome, = executor.execute([item], tmp_path / "runs", echo=lines.append, heartbeat_s=0.2)
+    assert outcome.status == "ok"
+    beats = [line for line in lines if line.startswith("running 1: random on bbob-f1-d2 seed=0")]
+    assert beats, lines
+    stepping = [b for b in beats if re.search(r"step \d+/3000 loss [-+.e\d]+ eta \d+:\d\d", b)]
+    assert stepping, beats      # progress read from the run's metrics, not only "starting"
