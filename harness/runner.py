@@ -342,10 +342,11 @@ def run(spec: RunSpec, progress: bool = True, callbacks=()) -> tuple[Path, dict]
 
 
 def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
-           force: bool = False, callbacks=()) -> tuple[Path, dict]:
+           force: bool = False, callbacks=(), ready=None) -> tuple[Path, dict]:
     """Continue a stored run from its checkpoint (or from step 0 without one). Nothing is
     written until the directory's lock is held and every stored file checks out: a
-    finished run is left alone (NothingToDo), a corrupt file is one line (exit 2)."""
+    finished run is left alone (NothingToDo), a corrupt file is one line (exit 2).
+    `ready` is called once every check has passed, before the run starts."""
     run_dir = Path(run_dir)
     spec = replace(RunSpec.from_run_dir(run_dir, budget), force=force)
     lock = None
@@ -366,6 +367,8 @@ def resume(run_dir: Path, budget: Budget | None = None, progress: bool = True,
             if cfg["budget"] != asdict(budget):
                 cfg["budget"] = asdict(budget)
                 store.write_json(run_dir / "config.json", cfg)
+        if ready is not None:   # every check passed: e.g. open the tracking stores now
+            ready()
     except BaseException:
         if lock is not None:
             lock.release(discard=True)   # refused: leave no lock file it did not have

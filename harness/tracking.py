@@ -163,6 +163,53 @@ class TensorBoard(_Logger):
         self.writer.close()
 
 
+# MLflow's HTTP client retries 7 times with exponential backoff and a 120 s timeout per
+# request (minutes when the server is down); a live view fails fast instead. Set the
+# variables to override.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+PROBE_TIMEOUT_S = 3.0
+
+
+def probe_store(uri: str) -> None:
+    """Raise (one line) when the tracking store at `uri` cannot be used, in seconds: a
+    SQLite file that is not a database or cannot be opened for writing (MLflow retries
+    its engine 15 times over about 100 s), a server that does not answer."""
+    import socket
+    import sqlite3
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if path is None or str(path) == ":memory:":
+            return
+        if not path.exists():
+            parent = next((p for p in path.parents if p.exists()), None)
+            if parent is None or not (parent.is_dir() and os.access(parent, os.W_OK)):
+                raise OSError(f"cannot create the tracking database {path} (no writable directory)")
+            return
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise OSError(f"tracking database {path} is not readable and writable")
+        try:
+            con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=PROBE_TIMEOUT_S)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise OSError(f"tracking database {path}: {exc}") from None
+    elif parsed.scheme in ("http", "https"):
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+        except OSError as exc:
+            raise OSError(f"tracking server {parsed.hostname}:{port} does not answer "
+                          f"({exc.strerror or exc})") from None
+
+
 class MLflow(_Logger):
     NAME = "mlflow"
     FLUSH_EVERY_S = 5.0   # metrics are sent in batches: a database write per step is slow
@@ -180,6 +227,7 @@ class MLflow(_Logger):
             logging.getLogger(name).setLevel(logging.WARNING)
         runs_dir = self.runs_dir.resolve()
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir / 'mlflow.db'}"
+        probe_store(self.uri)   # unusable: one line now, not minutes of MLflow's retries
         self.client = MlflowClient(tracking_uri=self.uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "harness"
         exp = self.client.get_experiment_by_name(name)

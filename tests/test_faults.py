@@ -511,3 +511,30 @@ def test_a_batch_prints_a_heartbeat_with_step_loss_and_eta_of_its_running_items(
     assert beats, lines
     stepping = [b for b in beats if re.search(r"step \d+/3000 loss [-+.e\d]+ eta \d+:\d\d", b)]
     assert stepping, beats      # progress read from the run's metrics, not only "starting"
+
+
+# 6. optional services fail fast and quietly
+
+def test_an_unusable_mlflow_store_is_one_warning_and_a_refused_resume_creates_nothing(tmp_path, capsys, monkeypatch):
+    import socket
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    code, out, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "2",
+                           "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--log", "mlflow"], capsys)
+    assert code == 0 and out.startswith("ok:")
+    assert len(err) == 1 and "--log mlflow stopped" in err[0] and "does not answer" in err[0], err
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "mlflow.db").write_text("not a database\n")       # a damaged local store
+    code, out, err = _cli(["run", "--optimizer", "random", "--problem", "bbob-f1-d2", "--steps", "2",
+                           "--runs-dir", str(tmp_path / "garbage"), "--no-progress", "--log", "mlflow"], capsys)
+    assert code == 0 and len(err) == 1 and "not a database" in err[0], err
+    (tmp_path / "not-a-run").mkdir()
+    code, _, err = _cli(["run", "--resume", str(tmp_path / "not-a-run"), "--log", "mlflow"], capsys)
+    assert code == 2 and len(err) == 1 and list(tmp_path.glob("mlflow.db")) == [], err

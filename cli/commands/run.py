@@ -80,9 +80,10 @@ def _run(args) -> int:
     budget = budget_from_args(args, default_steps=None)
     if args.resume:
         loggers = tracking.callbacks(logs, Path(args.resume).parent)
-        tracking.connect(loggers)
+        # connected once every check of the resume has passed: a refusal writes nothing
         run_dir, summary = runner.resume(args.resume, budget, progress=not args.no_progress,
-                                         force=args.force, callbacks=loggers)
+                                         force=args.force, callbacks=loggers,
+                                         ready=lambda: tracking.connect(loggers))
     else:
         if not args.optimizer or not args.problem:
             raise UsageError("run needs --optimizer NAME and --problem NAME (or --resume RUN_DIR)")
