@@ -25,6 +25,8 @@ with pad id 0 and its padding is masked out (mask 0).
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,15 +72,61 @@ def _file_documents(path: str) -> list[str]:
     return _paragraphs(text)
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within seconds (False when
+    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE already say not to ask it)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+           for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _offline(offline: bool):
+    """datasets and huggingface_hub in offline mode (HF_HUB_OFFLINE's effect) while inside;
+    their module flags are read at call time, and put back after."""
+    if not offline:
+        yield
+        return
+    import datasets
+    import huggingface_hub.constants as hub
+
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+             (hub, "HF_HUB_OFFLINE")]
+    saved = [getattr(obj, name, None) for obj, name in flags]
+    for obj, name in flags:
+        setattr(obj, name, True)
+    try:
+        yield
+    finally:
+        for (obj, name), value in zip(flags, saved):
+            setattr(obj, name, value)
+
+
 def _hf_documents(spec: str) -> list[str]:
     name, _, config = spec[3:].partition(":")
     if not name:
         raise UsageError(f"--set data={spec}: expected hf:NAME or hf:NAME:CONFIG")
+    online = _hub_reachable()
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, config or None, split="train")
+        with _offline(not online):   # the local cache only: no request, no minute of retries
+            ds = datasets.load_dataset(name, config or None, split="train")
     except Exception as exc:  # offline, unknown name, no train split: one line
+        if not online:
+            raise UsageError(f"--set data={spec}: not in the local datasets cache, and the Hub cannot be "
+                             "reached from here (no network); load it once where there is network "
+                             "(datasets caches it), or give a text file") from None
         raise UsageError(f"--set data={spec}: could not load the dataset through `datasets` "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if "text" not in ds.column_names:

@@ -538,3 +538,18 @@ def test_an_unusable_mlflow_store_is_one_warning_and_a_refused_resume_creates_no
     (tmp_path / "not-a-run").mkdir()
     code, _, err = _cli(["run", "--resume", str(tmp_path / "not-a-run"), "--log", "mlflow"], capsys)
     assert code == 2 and len(err) == 1 and list(tmp_path.glob("mlflow.db")) == [], err
+
+
+def test_an_hf_dataset_without_network_is_refused_with_one_line_without_retries(tmp_path, capsys, monkeypatch):
+    import socket
+
+    pytest.importorskip("datasets")
+    with socket.socket() as s:          # a Hub endpoint nothing answers on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))      # an empty cache
+    code, _, err = _cli(["run", "--optimizer", "es", "--problem", "qwen3-tiny", "--steps", "1", "--set",
+                         "data=hf:someone/some-corpus", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and len(err) == 1 and "cannot be reached" in err[0] and "hf:someone/some-corpus" in err[0], err
+    assert not (tmp_path / "runs").exists()
