@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
-
 
 def _json_default(obj: Any):
     if hasattr(obj, "item"):
@@ -102,6 +100,8 @@ def save_checkpoint(path: Path, obj: Any) -> None:
     (full: ENOSPC, over a size limit: EFBIG) raises OSError inside it; torch reports it as
     "[enforce fail at inline_container.cc] unexpected pos", and the OSError, which names
     the cause, is raised instead, with the checkpoint's path."""
+    import torch   # here, not at import: refusals answer before torch's seconds of imports
+
     path = Path(path)
     fd, tmp = _mkstemp(path)
     try:
@@ -135,6 +135,8 @@ def _os_cause(exc: BaseException) -> OSError | None:
 
 
 def load_checkpoint(path: Path) -> Any:
+    import torch
+
     # Our own file: it holds optimizer objects (pycma, RNG states), not only tensors.
     return torch.load(path, map_location="cpu", weights_only=False)
 

@@ -553,3 +553,13 @@ def test_an_hf_dataset_without_network_is_refused_with_one_line_without_retries(
                          "data=hf:someone/some-corpus", "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 2 and len(err) == 1 and "cannot be reached" in err[0] and "hf:someone/some-corpus" in err[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_refusals_that_need_only_the_arguments_answer_before_torch_is_imported():
+    code = ("import sys\nfrom cli import main\n"
+            "codes = [main(['run', '--optimizer', 'random']), main(['run', '--resume', '/nonexistent/run']),\n"
+            "         main(['sweep', '--optimizers', 'random', '--problems', 'x', '--steps', '1', '--jobs', '0'])]\n"
+            "print(codes, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.stdout.split() == ["[2,", "2,", "2]", "False"], (proc.stdout, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 3

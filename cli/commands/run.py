@@ -39,7 +39,21 @@ def add_arguments(p) -> None:
     add_log_argument(p)
 
 
+def _check_args(args) -> None:
+    """The refusals that need nothing but the arguments, before torch is imported (seconds)."""
+    from harness import tracking
+    from harness.errors import UsageError
+
+    tracking.parse_log(args.log)   # a missing extra: exit 2 here, nothing written
+    if args.resume:
+        if not (Path(args.resume) / "config.json").exists():
+            raise UsageError(f"--resume {args.resume}: no config.json there; expected a run directory")
+    elif not args.optimizer or not args.problem:
+        raise UsageError("run needs --optimizer NAME and --problem NAME (or --resume RUN_DIR)")
+
+
 def main(args) -> int:
+    _check_args(args)
     from harness import distributed
 
     try:
