@@ -44,15 +44,15 @@ def _names(text: str, flag: str) -> list[str]:
 def main(args) -> int:
     from pathlib import Path
 
+    from cli.commands._common import check_batch_args
+
+    check_batch_args(args)   # before torch's seconds of imports
     from harness import executor, experiments, registry, tracking
-    from cli.commands._common import (
-        budget_from_args, check_batch_args, execute_batch, interrupted_exit, report_hint,
-    )
+    from cli.commands._common import budget_from_args, execute_batch, interrupted_exit, report_hint
     from harness.errors import UsageError
     from harness.params import parse_seeds, parse_set_args
     from harness.spec import RunSpec
 
-    check_batch_args(args)
     logs = tracking.parse_log(args.log)   # checked once here; each child gets --log
     budget = budget_from_args(args, default_steps=None)
     if budget is None:
