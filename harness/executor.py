@@ -177,6 +177,17 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
+def _adopt_stale_log(log_path: Path, run_dir: Path) -> None:
+    """The log of a child whose controller died (SIGKILL) before moving it into the run
+    directory: moved now (the item's lock is ours and the run's owner has ended)."""
+    if not log_path.exists():
+        return
+    if run_dir.exists():
+        with open(run_dir / "sweep.log", "ab") as fh:
+            fh.write(log_path.read_bytes())
+    log_path.unlink(missing_ok=True)
+
+
 def run_one(item: RunItem, runs_dir: Path, device: str = "auto", retry_failed: bool = False,
             stop: threading.Event | None = None, executor=None, echo=print,
             extra_args=(), beat: Heartbeat | None = None) -> Outcome:
@@ -205,6 +216,7 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         held.acquire(wait=True)
         held.release()
         state = state_of(run_dir)
+    _adopt_stale_log(runs_dir / ".sweep-logs" / f"{item.name}.log", run_dir)
     if state == "repairable":
         s = repair.rebuild(run_dir)
         echo(f"repaired: {run_dir}/summary.json rebuilt from metrics.jsonl and config.json "

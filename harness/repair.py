@@ -86,6 +86,7 @@ def rebuild(run_dir: Path) -> dict | None:
     if summary is None:
         return None
     path = run_dir / "summary.json"
+    store.remove_stale_temps(run_dir)   # the summary write a kill cut short, if that was it
     if path.exists():
         os.replace(path, run_dir / DAMAGED)
     store.write_json(path, summary)
