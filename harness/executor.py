@@ -71,7 +71,9 @@ def state_of(run_dir: Path) -> str:
         return "done"
     if status == "failed":
         return "failed"
-    if repair.finished_summary(run_dir) is not None:   # its metrics reach the end: never rerun it
+    # its metrics reach the end but its summary was cut short: never rerun it (an
+    # interrupted run has a checkpoint; resuming it writes its full summary)
+    if status != "interrupted" and repair.finished_summary(run_dir) is not None:
         return "repairable"
     return "resumable" if (run_dir / "checkpoint.pt").exists() else "stale"
 

@@ -17,7 +17,7 @@ def summary(run_dir: Path) -> dict:
     """The stored summary; a damaged or missing one of a run that its metrics show finished
     is rebuilt first (harness.repair), said on stderr; {} when there is none to go by."""
     path = run_dir / "summary.json"
-    if not repair.summary_is_sound(run_dir) or store.read_json(path).get("status") not in (*DONE, "failed"):
+    if not repair.summary_is_sound(run_dir) or store.read_json(path).get("status") == "running":
         rebuilt = repair.rebuild(run_dir)
         if rebuilt is not None:
             print(f"repaired: {path} rebuilt from metrics.jsonl and config.json (the damaged file "
