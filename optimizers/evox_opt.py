@@ -112,6 +112,10 @@ class EvoX(Optimizer):
 
         if importlib.util.find_spec("evox") is None:   # refused in one line by RUNTIME_IMPORTS
             return
+        if hp["name"] == cls.PARAMS["name"].default:
+            # valid (tests/test_evox.py), and importing evox to list the names costs seconds,
+            # which every plan that merely considers evox (a preflight's suggestions) would pay
+            return
         names = algorithm_names()
         if hp["name"] not in names:
             close = difflib.get_close_matches(hp["name"], names, n=5, cutoff=0.5)

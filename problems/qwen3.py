@@ -72,12 +72,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @lru_cache(maxsize=64)
 def _meta_param_count(key: tuple) -> int:
+    """The model's parameter count, from transformers' own model built on the meta device,
+    remembered in the harness cache per transformers version: building it imports
+    transformers' Qwen3 (seconds), which a refused run's "would fit" suggestions over every
+    size of the family (and `list`) should not pay each time."""
+    from harness.envinfo import _version
+    from harness.planner.memo import JsonMemo
+
+    memo, memo_key = JsonMemo("param_counts.json"), f"qwen3|{list(key)}|transformers {_version('transformers')}"
+    known = memo.get(memo_key, None)
+    if isinstance(known, int):
+        return known
     config = _make_config(*key)
     from transformers import Qwen3ForCausalLM
 
     with torch.device("meta"):
         model = Qwen3ForCausalLM(config)
-    return sum(p.numel() for p in model.parameters())  # tied weights counted once
+    count = sum(p.numel() for p in model.parameters())  # tied weights counted once
+    memo.put(memo_key, count)
+    return count
 
 
 def _make_config(layers, hidden, heads, kv_heads, head_dim, inter, tied, vocab, max_pos):

@@ -77,3 +77,10 @@ def test_unknown_algorithm_is_one_line_exit_2(tmp_path):
                    "--set", "name=PS0", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "name='PS0'" in proc.stderr and "PSO" in proc.stderr
     assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_the_default_algorithm_is_one_evox_lists():
+    """check_hparams accepts the default name without importing evox: it must be valid."""
+    from optimizers.evox_opt import EvoX, algorithm_names
+
+    assert EvoX.PARAMS["name"].default in algorithm_names()

@@ -7,6 +7,7 @@ failed on the code before it was fixed.
 from __future__ import annotations
 
 import io
+import os
 import json
 import subprocess
 import sys
@@ -557,3 +558,18 @@ def test_refusals_that_need_only_the_arguments_answer_before_torch_is_imported()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.stdout.split() == ["[2,", "2,", "2]", "False"], (proc.stdout, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 3
+
+
+def test_a_refused_preflight_imports_no_model_library_once_the_cache_knows_the_sizes(tmp_path):
+    """The "would fit" suggestions plan every optimizer of the kind and every smaller size of
+    the family: with a warm cache they build no model (parameter counts remembered) and
+    import no optional library (evox's default name is not checked by importing evox)."""
+    code = ("import sys; from cli import main; code = main(['run', '--optimizer', 'adam', '--problem', "
+            "'qwen3-8b', '--steps', '1', '--runs-dir', sys.argv[1]]); "
+            "print(code, 'evox' in sys.modules, 'transformers.models.qwen3.modeling_qwen3' in sys.modules)")
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    outs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=600) for _ in range(2)]
+    assert all("would fit" in o.stderr for o in outs), outs[0].stderr
+    assert outs[1].stdout.split() == ["3", "False", "False"], (outs[1].stdout, outs[1].stderr)
+    assert not (tmp_path / "runs").exists()
