@@ -18,7 +18,6 @@ take its result. A dead owner's locks are released by the kernel.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -236,8 +235,11 @@ def _run_one_locked(item, runs_dir, device, retry_failed, stop, executor, echo, 
         state = "resumable"     # --retry-failed continues from the last checkpoint
     elif state in ("stale", "failed"):
         # our own deterministic directory of a run that did not finish and left no
-        # checkpoint: the same request remakes the same records from step 0
-        shutil.rmtree(run_dir)
+        # checkpoint: the same request remakes the same records from step 0; the first
+        # attempt's directory is moved aside, never deleted
+        moved = store.supersede(run_dir)
+        echo(f"{item.label}: unfinished and without a checkpoint, starts again from step 0; "
+             f"what it wrote is kept in {moved}")
         state = "new"
     cmd = [sys.executable, "-m", "harness", "run", "--no-progress"]
     resume_cmd = cmd + ["--resume", str(run_dir), *extra_args]

@@ -261,6 +261,24 @@ class RunLock:
             os.close(fd)   # closing drops the probe's lock, if it got one
 
 
+SUPERSEDED = ".superseded"
+
+
+def supersede(run_dir: Path) -> Path:
+    """Move an unfinished run directory that cannot be resumed (no checkpoint) out of the
+    way, into <runs-dir>/.superseded/<name>.<UTC time>.<pid>, instead of deleting it: the
+    same request remakes the same records from step 0, and what the first attempt wrote
+    (its log, error.txt, timings) is kept. Reports read <runs-dir>/*/config.json only."""
+    import time
+
+    run_dir = Path(run_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = run_dir.parent / SUPERSEDED / f"{run_dir.name}.{stamp}.{os.getpid()}"
+    ensure_dir(target.parent)
+    os.replace(run_dir, target)
+    return target
+
+
 def remove_stale_temps(directory: Path) -> list[Path]:
     """Remove the temp files of atomic writes a killed process left in `directory` (call it
     only while holding the directory's lock: nobody else is writing there)."""

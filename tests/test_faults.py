@@ -573,3 +573,23 @@ def test_a_refused_preflight_imports_no_model_library_once_the_cache_knows_the_s
     assert all("would fit" in o.stderr for o in outs), outs[0].stderr
     assert outs[1].stdout.split() == ["3", "False", "False"], (outs[1].stdout, outs[1].stderr)
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_unfinished_run_without_a_checkpoint_is_moved_aside_never_deleted(tmp_path):
+    """A sweep remakes a run that died before any checkpoint from step 0; the first attempt's
+    directory (its records, its log) is kept under <runs-dir>/.superseded, not removed."""
+    item, runs, run_dir = _finished_item_run(tmp_path)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "running"}))
+    with open(run_dir / "metrics.jsonl", "r+") as fh:   # cut before the end: not finished, not repairable
+        first = fh.readline()
+        fh.seek(len(first))
+        fh.truncate()
+    (run_dir / "note.txt").write_text("written by the first attempt")
+    lines = []
+    outcome, = executor.execute([item], runs, echo=lines.append)
+    assert outcome.status == "ok" and outcome.action == "ran"
+    kept, = (runs / store.SUPERSEDED).iterdir()
+    assert kept.name.startswith(item.name + ".") and (kept / "note.txt").read_text() == "written by the first attempt"
+    assert (kept / "metrics.jsonl").read_text() == first
+    assert any(str(kept) in line for line in lines), lines
+    assert [p.name for p in store.iter_runs(runs)] == [item.name]
