@@ -221,13 +221,13 @@ def validate(items: list[RunItem], device: str = "auto") -> None:
 
     seen = set()
     for it in items:
-        key = (it.optimizer, it.problem, it.sets)
+        key = (it.optimizer, it.problem, it.sets, it.eval_every, it.eval_schedule)
         if key in seen:
             continue
         seen.add(key)
         Prepared(RunSpec(optimizer=it.optimizer, problem=it.problem, seed=it.seed,
                          budget=Budget(**it.budget), overrides=dict(it.sets), device=device,
-                         eval_every=it.eval_every))
+                         eval_every=it.eval_every, eval_schedule=it.eval_schedule))
 
 
 def record(runs_dir: Path, request: dict, grid_: Grid) -> None:

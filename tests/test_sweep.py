@@ -207,3 +207,13 @@ def test_the_report_pages_pass_the_nu_html_checker(hinted_report):
     assert len(pages) >= 2   # index.html, analysis.html
     proc = subprocess.run(["java", "-jar", str(jar), *pages], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+def test_validate_refuses_an_unknown_eval_schedule_before_any_run():
+    # studies build RunItems directly (not through the CLI's choices): validate must check the schedule
+    from harness.errors import UsageError
+
+    bad = experiments.RunItem("cma", "bbob-f1-d2", 0, {"steps": 6}, eval_schedule="cubic")
+    with pytest.raises(UsageError, match="--eval-schedule 'cubic'"):
+        experiments.validate([bad])
+    experiments.validate([experiments.RunItem("cma", "bbob-f1-d2", 0, {"steps": 6}, eval_schedule="log")])
