@@ -155,7 +155,7 @@ def _markdown(ctx: dict) -> str:
 
 CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}th,td{border:1px solid #ccc;
-padding:.25em .6em;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}
+padding:.25em .6em;text-align:right}th{background:#f0f0f0}td{white-space:nowrap}td:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}code{background:#f4f4f4}
 .scroll{overflow-x:auto}@page{size:420mm 297mm;margin:12mm}"""
 
