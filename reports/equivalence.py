@@ -22,6 +22,9 @@ steps keep that ratio constant). `status` says what the number is:
 - "value": the multiplier, to that grid;
 - "lower_bound": R already reached q at its first evaluation after the start, so
   all the data can say is multiplier >= c_O / (cost of that first evaluation);
+- "no_progress": q is no better than R's start (its evaluation at cost 0): O ended
+  no better than the initial model, so no multiplier exists (it is infinite); a
+  bootstrap resample of that kind counts as infinite in another row's interval;
 - "never_reached": R spent at least c_O and never reached q: O is better than R at
   the same compute; multiplier is the upper bound c_O / R's spent budget (<= 1);
 - "beyond_budget": R stopped short of c_O without reaching q: its budget is too
@@ -46,7 +49,7 @@ from reports.targets import AXES, _oriented, higher_is_better
 COLUMNS = ["problem", "optimizer", "reference", "axis", "multiplier", "lo", "hi", "status", "n_seeds",
            "n_reference_seeds", "quality", "cost", "reference_cost"]
 CONFIDENCE = 0.95
-STATUS_TEXT = {"value": "{}", "lower_bound": ">= {}", "never_reached": "never reached (< {})",
+STATUS_TEXT = {"value": "{}", "lower_bound": ">= {}", "no_progress": "no better than the start", "never_reached": "never reached (< {})",
                "beyond_budget": "beyond the reference's budget (< {})", "reference": "reference"}
 
 
@@ -85,9 +88,11 @@ def _seed_arrays(prob: pd.DataFrame, label: str, curves: dict, higher: bool, axe
 def _reach(paths: list[pd.DataFrame], q: np.ndarray, axis: str):
     """For each reference seed and each level in q: the cost of its first evaluation at or
     beyond the level (inf if none), whether that was its first evaluation after the
-    start, and its spent budget. Shapes (seeds, levels), (seeds, levels), (seeds,)."""
+    start, whether it was the start itself, and its spent budget. Shapes (seeds, levels)
+    x 3, (seeds,)."""
     cost = np.full((len(paths), len(q)), np.inf)
     first = np.zeros((len(paths), len(q)), bool)
+    at_start = np.zeros((len(paths), len(q)), bool)
     budget = np.zeros(len(paths))
     for i, d in enumerate(paths):
         f, c = d["f"].to_numpy(float), d[axis].to_numpy(float)
@@ -98,14 +103,15 @@ def _reach(paths: list[pd.DataFrame], q: np.ndarray, axis: str):
         start = c <= 0                                    # evaluations at the start (cost 0)
         n_start = int(start.sum())
         first[i, hit] = k[hit] <= n_start
-    return cost, first, budget
+        at_start[i, hit] = k[hit] < n_start
+    return cost, first, at_start, budget
 
 
 def _multiplier(q, c_o, paths, axis, o_idx, r_idx) -> tuple[np.ndarray, np.ndarray]:
     """(multipliers, statuses) for resamples given as seed indices o_idx (B, n_o), r_idx (B, n_r)."""
     levels = _median(q[o_idx], axis=1)
     spent = _median(c_o[o_idx], axis=1)
-    cost, first, budget = _reach(paths, levels, axis)
+    cost, first, at_start, budget = _reach(paths, levels, axis)
     b = np.arange(len(levels))
     c_r = cost[r_idx, b[:, None]]                        # (B, n_r): resampled reference seeds
     order = np.argsort(c_r, axis=1, kind="stable")
@@ -116,7 +122,8 @@ def _multiplier(q, c_o, paths, axis, o_idx, r_idx) -> tuple[np.ndarray, np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         reached = np.isfinite(c_med)
         mult = np.where(reached, spent / c_med, spent / r_budget)
-    status = np.where(reached, np.where(first[seed, b], "lower_bound", "value"),
+    status = np.where(reached, np.where(at_start[seed, b], "no_progress",
+                                        np.where(first[seed, b], "lower_bound", "value")),
                       np.where(r_budget >= spent, "never_reached", "beyond_budget"))
     return mult, status
 

@@ -169,7 +169,7 @@ def multiplier_figure(mult: pd.DataFrame, trends: pd.DataFrame, extrapolate_to: 
                          (val["hi"].clip(lower=val["multiplier"]) - val["multiplier"]).replace(np.inf, np.nan)])
         ax.errorbar(val["params"], val["multiplier"], yerr=np.nan_to_num(err), fmt="o", color=c, capsize=3,
                     label=f"{opt} (95% CI over seeds)")
-        bound = g[g["status"] != "value"]
+        bound = g[(g["status"] != "value") & np.isfinite(g["multiplier"])]   # no_progress: no point to draw
         if len(bound):
             ax.scatter(bound["params"], bound["multiplier"], marker="^", facecolors="none", edgecolors=c,
                        label=f"{opt}: a bound, not a value")

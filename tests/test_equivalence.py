@@ -141,3 +141,12 @@ def test_the_index_opens_with_the_answer(tmp_path):
     table = (tmp_path / "out" / "equivalence_qwen3-tiny.md").read_text()
     assert ">= 16" in table and "reference" in table
     assert "<h2>Summary</h2>" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_ending_no_better_than_the_start_has_no_multiplier():
+    # es ends at 10.5, worse than adam's (shared) start at 10: not a bound of 400 / 0
+    runs, curves = _with_other([0, 200, 400], [10.0, 9.0, 10.5])
+    row = _one(multipliers(runs, curves, n_boot=50), "es")
+    assert row["status"] == "no_progress"
+    assert math.isinf(row["multiplier"])
+    assert describe(row) == "no better than the start"
