@@ -115,3 +115,13 @@ def test_trend_fit_recovers_a_power_law_and_labels_what_it_cannot_fit():
     assert band["lo"] < band["multiplier"] < band["hi"] and band["slope_se"] > 0
     mezo = trends[trends["optimizer"] == "mezo"].iloc[0]
     assert mezo["status"] == "no fit: 1 size(s) with a value"
+
+
+def test_eggroll_memory_is_planned_at_the_floor_its_auto_mode_reaches():
+    # auto stacks members only where they fit: planning the whole population stacked drew eggroll
+    # above one 141 GiB GPU from 0.5B, a configuration its default would never choose
+    from studies.reproductions.scaling_gap import planned_memory
+
+    rows = [r for r in planned_memory(["eggroll", "es"], ["qwen3-8b"]) if r["device"] == "cuda"]
+    by = {r["optimizer"]: r["planned_bytes"] for r in rows}
+    assert by["es"] < by["eggroll"] < 141 * 2 ** 30

@@ -179,19 +179,21 @@ class ScalingGap(Experiment):
         return text + f"\nwritten: {out / 'scaling.md'} and its figures and CSVs in {out}"
 
 
-def planned_memory(optimizers) -> list[dict]:
+def planned_memory(optimizers, sizes=None) -> list[dict]:
     """harness.planner's peak of every optimizer at every MEMORY_SIZES size, on one CUDA
     device (bf16 weights) and on the CPU (fp32), with the problems' own defaults."""
     from harness import planner, registry
 
     rows = []
-    for size in MEMORY_SIZES:
+    for size in MEMORY_SIZES if sizes is None else sizes:
         n = registry.problem(size).create().param_count()
         for opt in optimizers:
             for device in ("cuda", "cpu"):
                 if device == "cpu" and size not in SIZES:
                     continue   # the CPU plan of the ladder only, beside its measured peaks
                 sets = dict(COMMON) if size in SIZES else {}
+                if opt == "eggroll":   # its floor: auto's choice wherever stacking members does not fit
+                    sets["members_per_forward"] = 1
                 plan = planner.plan(opt, size, sets, device=device)
                 rows.append({"size": size, "params": n, "optimizer": opt, "device": device,
                              "planned_bytes": plan.peak_bytes})
