@@ -125,3 +125,13 @@ def test_eggroll_memory_is_planned_at_the_floor_its_auto_mode_reaches():
     rows = [r for r in planned_memory(["eggroll", "es"], ["qwen3-8b"]) if r["device"] == "cuda"]
     by = {r["optimizer"]: r["planned_bytes"] for r in rows}
     assert by["es"] < by["eggroll"] < 141 * 2 ** 30
+
+
+def test_byte_frequency_yardstick_lies_between_uniform_and_certainty():
+    import math
+
+    from studies.unigram_baseline import main, unigram_heldout_logprob
+
+    value = unigram_heldout_logprob("pydoc", 64, 32)
+    assert -math.log(256) + 1.0 < value < -2.0     # far better than uniform bytes, far from perfect
+    assert main(["--eval-samples", "32"]) == 0
