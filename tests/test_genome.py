@@ -233,6 +233,7 @@ def test_reproduce_genome_writes_the_table(cache, tmp_path, capsys):
     for label, _, _ in repro.METHODS:
         assert f"| {label} |" in table
     assert "+24.06%" in table and "2 (world, seed) pairs (worlds 0,1)" in table
+    assert "--seeds 0 --world-seeds 0,1 --iterations 1`" in table   # the command that remakes it
     rows = (tmp_path / "out" / "genome_runs.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * len(repro.METHODS)
 

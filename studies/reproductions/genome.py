@@ -116,9 +116,10 @@ def render_table(rows, args) -> str:
     k = (f"K={args.iterations} iterations" if args.iterations
          else "K = each method's default iterations: genome 50, genome+ 20")
     k_flag = f" --iterations {args.iterations}" if args.iterations else ""
-    lines = [f"Test exact-match accuracy, mean ± std over seeds {args.seeds} "
-             f"({k}; command: `python -m harness reproduce genome "
-             f"--tasks {','.join(tasks)} --seeds {args.seeds}{k_flag}`)", "",
+    worlds = getattr(args, "world_seeds", "0,1,2")
+    lines = [f"Test exact-match accuracy, mean ± std over every (world, seed) pair: worlds {worlds} x "
+             f"seeds {args.seeds} ({k}; command: `python -m harness reproduce genome "
+             f"--tasks {','.join(tasks)} --seeds {args.seeds} --world-seeds {worlds}{k_flag}`)", "",
              "| method | " + " | ".join(tasks) + " | mean | gain over best-expert |",
              "| --- | " + " | ".join("---" for _ in tasks) + " | --- | --- |"]
     best = {t: statistics.mean(acc(t, "best-expert")) for t in tasks}
