@@ -62,6 +62,7 @@ class Request:
     space: list[str] = field(default_factory=list)
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    eval_schedule: str = "linear"            # or "log": a trial's final metric is the same either way
 
 
 @dataclass
@@ -141,7 +142,7 @@ def _item(plan: Plan, opt: str, seed: int, hparams: dict) -> RunItem:
     req = plan.request
     sets = {**plan.base_sets[opt], **{k: tuning_space.set_text(v) for k, v in hparams.items()}}
     return experiments.item(opt, req.problem, seed, req.budget, sets, eval_every=req.eval_every,
-                            checkpoint_every=req.checkpoint_every)
+                            checkpoint_every=req.checkpoint_every, eval_schedule=req.eval_schedule)
 
 
 def _fixed(space: tuning_space.TuningSpace) -> dict:

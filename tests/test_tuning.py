@@ -222,3 +222,15 @@ def test_tune_hands_its_runs_to_the_chosen_executor(tmp_path, monkeypatch, capsy
     runs = {argv[argv.index("--run-id") + 1] for argv in made[1].launched}
     assert len(runs) >= 3   # 2 trials, then the best and default configuration (maybe one) on seed 5
     assert runs == {d.name for d in store.iter_runs(tmp_path / "t")}
+
+
+def test_tune_passes_its_eval_schedule_to_every_trial(tmp_path, capsys):
+    from cli import main
+
+    rc = main(["tune", "--optimizers", "random", "--problem", "sphere-50", "--trials", "2", "--evals", "10",
+               "--fresh-seeds", "5", "--space", "random.batch=1,5", "--runs-dir", str(tmp_path / "t"),
+               "--device", "cpu", "--eval-schedule", "log", "--dry-run"])
+    assert rc == 0 and "2 trial runs" in capsys.readouterr().out
+    trials = tuning.halton_trials(tuning.prepare(request(eval_schedule="log"), device="cpu"))
+    assert trials and all(t.item.name.endswith("_evlog") and "--eval-schedule" in t.item.run_args()
+                          for t in trials)

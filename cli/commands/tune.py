@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
     add_set_argument(p)
     add_batch_arguments(p, runs_dir="runs/tune")
     p.add_argument("--eval-every", type=int, help="evaluate the metric every K steps (every run)")
+    p.add_argument("--eval-schedule", default="linear", choices=["linear", "log"],
+                   help="when every trial evaluates the metric: linear (every --eval-every steps, default) "
+                        "or log (10 log-spaced steps per decade); the last step always")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="checkpoint every K steps (default: run's default, 100)")
 
@@ -60,7 +63,7 @@ def main(args) -> int:
         seeds=parse_seeds(args.seeds) if args.seeds is not None else None,
         fresh_seeds=parse_seeds(args.fresh_seeds, "--fresh-seeds") if args.fresh_seeds is not None else None,
         sets=parse_set_args(args.set), space=list(args.space), eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every)
+        checkpoint_every=args.checkpoint_every, eval_schedule=args.eval_schedule)
     plan = tuning.prepare(req, device=args.device)
     runs_dir = Path(args.runs_dir)
     if args.dry_run:
