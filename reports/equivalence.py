@@ -49,7 +49,8 @@ from reports.targets import AXES, _oriented, higher_is_better
 COLUMNS = ["problem", "optimizer", "reference", "axis", "multiplier", "lo", "hi", "status", "n_seeds",
            "n_reference_seeds", "quality", "cost", "reference_cost"]
 CONFIDENCE = 0.95
-STATUS_TEXT = {"value": "{}", "lower_bound": ">= {}", "no_progress": "no better than the start", "never_reached": "never reached (< {})",
+STATUS_TEXT = {"value": "{}", "lower_bound": ">= {}", "no_progress": "no better than the start",
+               "never_reached": "never reached (< {})",
                "beyond_budget": "beyond the reference's budget (< {})", "reference": "reference"}
 
 

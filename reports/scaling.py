@@ -230,7 +230,8 @@ def memory_figure(memory: pd.DataFrame, path: Path) -> None:
         ax.text(memory["params"].max(), cap * 1.06, f"one GPU: {cap} GiB", color="red", fontsize=8, ha="right")
     ax.text(0.01, 0.01, "ladder (<= 10M): 64 tokens x 8 samples, byte vocabulary; 0.5B and up: the problems' GPU "
             "defaults\n(512 tokens x 16 samples, micro-batch 4, vocabulary 151,936); eggroll in place (K = 1: "
-            "its auto mode stacks more members only where they fit)", transform=ax.transAxes, fontsize=7, color="dimgrey")
+            "its auto mode stacks more members only where they fit)", transform=ax.transAxes, fontsize=7,
+            color="dimgrey")
     _save(fig, ax, path, "peak memory, GiB", log_y=True)
 
 
