@@ -258,16 +258,22 @@ def bad_values(param) -> list[str]:
     return bad
 
 
-def check_bad_value_is_exit_2(name: str, kind: str, key: str, value: str, tmp_path, capsys) -> None:
-    """--set optimizer.KEY=VALUE of a bad value: exit 2, one line naming KEY, nothing written."""
+def check_refused(argv: list[str], written: Path, capsys, needle: str) -> None:
+    """A command refused for bad input: exit 2, one line on stderr containing `needle`, and
+    nothing written at `written` (the runs directory it was given)."""
     from cli import main
 
-    problem = SMALLEST[kind]
-    code = main(["run", "--optimizer", name, "--problem", problem, "--steps", "1",
-                 "--set", f"optimizer.{key}={value}", "--runs-dir", str(tmp_path / "runs")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and key in err[0], err
-    assert not (tmp_path / "runs").exists()
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not written.exists()
+
+
+def check_bad_value_is_exit_2(name: str, kind: str, key: str, value: str, tmp_path, capsys) -> None:
+    """--set optimizer.KEY=VALUE of a bad value: exit 2, one line naming KEY, nothing written."""
+    check_refused(["run", "--optimizer", name, "--problem", SMALLEST[kind], "--steps", "1",
+                   "--set", f"optimizer.{key}={value}", "--runs-dir", str(tmp_path / "runs")],
+                  tmp_path / "runs", capsys, key)
 
 
 def check_defaults_round_trip(name: str) -> None:

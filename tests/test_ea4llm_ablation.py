@@ -5,7 +5,7 @@ import pytest
 
 from harness import experiments, runner
 from cli import build_parser
-from cli import main as cli_main
+from conftest import check_refused
 
 
 def _args(*extra):
@@ -34,10 +34,7 @@ def test_plan_scales_the_samples_at_cpu_size_and_shares_the_centre_run():
 ])
 def test_bad_input_is_one_line_before_any_run(tmp_path, capsys, argv, needle):
     runs = tmp_path / "runs"
-    assert cli_main(["reproduce", "ea4llm-ablation", *argv, "--runs-dir", str(runs)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert not runs.exists()
+    check_refused(["reproduce", "ea4llm-ablation", *argv, "--runs-dir", str(runs)], runs, capsys, needle)
 
 
 def test_report_from_stored_runs(tmp_path, one_thread):

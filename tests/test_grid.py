@@ -5,6 +5,7 @@ import pytest
 
 from harness import experiments, runner, store
 from cli import main as cli_main
+from conftest import check_refused
 from harness.errors import UsageError
 
 
@@ -53,10 +54,7 @@ def test_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, gri
     argv = ["sweep", "--optimizers", "es", "--problems", "qwen3-tiny", "--steps", "1", "--runs-dir", str(runs)]
     for g in grid_args:
         argv += ["--grid", g]
-    assert cli_main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert not runs.exists()
+    check_refused(argv, runs, capsys, needle)
 
 
 def test_grid_key_also_in_set_is_refused():

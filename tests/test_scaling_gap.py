@@ -6,6 +6,7 @@ import pytest
 from harness import experiments, runner
 from cli import build_parser
 from cli import main as cli_main
+from conftest import check_refused
 from studies.reproductions import scaling_gap as sg
 
 
@@ -65,10 +66,7 @@ def test_dry_run_lists_the_runs_of_four_sizes(tmp_path, capsys):
 ])
 def test_bad_input_is_one_line_before_any_run(tmp_path, capsys, argv, needle):
     runs = tmp_path / "runs"
-    assert cli_main(["reproduce", "scaling-gap", *argv, "--runs-dir", str(runs)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert not runs.exists()
+    check_refused(["reproduce", "scaling-gap", *argv, "--runs-dir", str(runs)], runs, capsys, needle)
 
 
 @pytest.mark.slow
