@@ -116,7 +116,7 @@ def render_table(rows, args) -> str:
     k = (f"K={args.iterations} iterations" if args.iterations
          else "K = each method's default iterations: genome 50, genome+ 20")
     k_flag = f" --iterations {args.iterations}" if args.iterations else ""
-    worlds = getattr(args, "world_seeds", "0,1,2")
+    worlds = args.world_seeds
     lines = [f"Test exact-match accuracy, mean ± std over every (world, seed) pair: worlds {worlds} x "
              f"seeds {args.seeds} ({k}; command: `python -m harness reproduce genome "
              f"--tasks {','.join(tasks)} --seeds {args.seeds} --world-seeds {worlds}{k_flag}`)", "",
